@@ -1,0 +1,294 @@
+//! Redis for the services: the latest prediction per game, JSON values with a
+//! time to live, and pipelines.
+//!
+//! [`Cache`] holds a `ConnectionManager`: one multiplexed connection that
+//! reconnects by itself after Redis restarts (commands in the gap fail fast
+//! with an error, they do not hang). Every key is put under a prefix, so
+//! several stacks (or tests) share one Redis without seeing each other.
+
+use std::fmt;
+use std::time::Duration;
+
+use fantasy_config::{Parser, Secret, redact_url};
+use fantasy_messages::{Message, Prediction};
+use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// The Redis a local run uses.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Redis settings of a service.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `REDIS_URL` (or `REDIS_URL_FILE`): may hold a password.
+    pub url: Secret,
+    /// `REDIS_PREFIX`: put before every key.
+    pub prefix: String,
+    /// `REDIS_TIMEOUT`: how long one command may take before it fails.
+    pub timeout: Duration,
+    /// `PREDICTION_TTL`: how long the latest prediction of a game is kept.
+    pub prediction_ttl: Duration,
+}
+
+impl RedisConfig {
+    /// Settings for `url`, with defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: Secret::new(url),
+            prefix: "fantasy:".into(),
+            timeout: Duration::from_secs(2),
+            prediction_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+
+    /// Reads the `REDIS_*` variables.
+    pub fn from_env(p: &mut Parser<'_>) -> Self {
+        let d = Self::new(DEFAULT_REDIS_URL);
+        Self {
+            url: p.secret_url(
+                "REDIS_URL",
+                DEFAULT_REDIS_URL,
+                &["redis", "rediss", "redis+unix", "unix"],
+            ),
+            prefix: p.string("REDIS_PREFIX", &d.prefix),
+            timeout: p.duration("REDIS_TIMEOUT", d.timeout),
+            prediction_ttl: p.duration("PREDICTION_TTL", d.prediction_ttl),
+        }
+    }
+}
+
+impl fmt::Display for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "url={} prefix={:?} timeout={:?} prediction_ttl={:?}",
+            redact_url(self.url.expose()),
+            self.prefix,
+            self.timeout,
+            self.prediction_ttl
+        )
+    }
+}
+
+/// Why a cache call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cached value under {key} is not valid JSON for its type: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot cache an invalid value: {0}")]
+    Encode(#[from] fantasy_messages::EncodeError),
+}
+
+/// A Redis client under a key prefix. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    conn: ConnectionManager,
+    prefix: String,
+    prediction_ttl: Duration,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// Connects; fails when Redis does not answer within `cfg.timeout`.
+    pub async fn connect(cfg: &RedisConfig) -> Result<Self, CacheError> {
+        let client = redis::Client::open(cfg.url.expose())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.timeout))
+            .set_response_timeout(Some(cfg.timeout))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, manager_config).await?;
+        Ok(Self {
+            conn,
+            prefix: cfg.prefix.clone(),
+            prediction_ttl: cfg.prediction_ttl,
+        })
+    }
+
+    /// `key` under this cache's prefix.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// The multiplexed connection, for commands not wrapped here (the bloom
+    /// filter's scripts, say). Keys passed to it must go through [`Cache::key`].
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// `PING`, for readiness.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The server's version, from `INFO server`.
+    pub async fn server_version(&self) -> Result<String, CacheError> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_owned())
+    }
+
+    /// Stores `value` as JSON under `key` for `ttl`.
+    pub async fn set_json<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| CacheError::Corrupt {
+            key: key.to_owned(),
+            source,
+        })?;
+        let mut conn = self.conn.clone();
+        let () = conn.set_ex(self.key(key), bytes, ttl_secs(ttl)).await?;
+        Ok(())
+    }
+
+    /// The JSON value under `key`, if present and not expired.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, CacheError> {
+        let mut conn = self.conn.clone();
+        let bytes: Option<Vec<u8>> = conn.get(self.key(key)).await?;
+        bytes
+            .map(|b| {
+                serde_json::from_slice(&b).map_err(|source| CacheError::Corrupt {
+                    key: key.to_owned(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Deletes `key`.
+    pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.del(self.key(key)).await?;
+        Ok(())
+    }
+
+    fn prediction_key(&self, game_id: &str) -> String {
+        format!("{}prediction:{game_id}", self.prefix)
+    }
+
+    /// Stores each prediction as its game's latest, in one pipelined round
+    /// trip, unless a newer one is already there (a redelivered or reordered
+    /// message never rolls the cache back). Within `predictions`, the last of
+    /// each game wins unless an earlier one is newer.
+    pub async fn set_latest_predictions(
+        &self,
+        predictions: &[Prediction],
+    ) -> Result<(), CacheError> {
+        if predictions.is_empty() {
+            return Ok(());
+        }
+        // One script call per prediction, pipelined: compare-and-set on
+        // `predicted_at` (stored beside the JSON in a hash) runs atomically in
+        // Redis, so concurrent writers cannot interleave.
+        let script = latest_prediction_script();
+        let ttl = ttl_secs(self.prediction_ttl);
+        let mut pipe = redis::pipe();
+        // Loading first costs one SHA-1 of a short script on the server and
+        // makes the pipeline work on a Redis that restarted since last time.
+        pipe.load_script(script).ignore();
+        for p in predictions {
+            let payload = fantasy_messages::encode(p)?;
+            let mut invocation = script.key(self.prediction_key(p.key()));
+            invocation
+                .arg(p.predicted_at.timestamp_micros())
+                .arg(payload)
+                .arg(ttl);
+            pipe.invoke_script(&invocation);
+        }
+        let mut conn = self.conn.clone();
+        let _: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The latest prediction stored for a game.
+    pub async fn latest_prediction(&self, game_id: &str) -> Result<Option<Prediction>, CacheError> {
+        let key = self.prediction_key(game_id);
+        let mut conn = self.conn.clone();
+        let bytes: Option<Vec<u8>> = conn.hget(&key, "json").await?;
+        decode_cached(&key, bytes)
+    }
+
+    /// The latest predictions of many games in one round trip, in order.
+    pub async fn latest_predictions(
+        &self,
+        game_ids: &[&str],
+    ) -> Result<Vec<Option<Prediction>>, CacheError> {
+        if game_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in game_ids {
+            pipe.hget(self.prediction_key(id), "json");
+        }
+        let mut conn = self.conn.clone();
+        let values: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        values
+            .into_iter()
+            .zip(game_ids)
+            .map(|(bytes, id)| decode_cached(&self.prediction_key(id), bytes))
+            .collect()
+    }
+}
+
+fn decode_cached<M: Message>(key: &str, bytes: Option<Vec<u8>>) -> Result<Option<M>, CacheError> {
+    bytes
+        .map(|b| {
+            fantasy_messages::decode(&b).map_err(|e| CacheError::Corrupt {
+                key: key.to_owned(),
+                source: match e {
+                    fantasy_messages::DecodeError::Malformed { source, .. } => source,
+                    other => serde_json::Error::io(std::io::Error::other(other.to_string())),
+                },
+            })
+        })
+        .transpose()
+}
+
+fn latest_prediction_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        redis::Script::new(
+            r#"
+            local current = redis.call('HGET', KEYS[1], 'at')
+            if current and tonumber(current) > tonumber(ARGV[1]) then
+                return 0
+            end
+            redis.call('HSET', KEYS[1], 'at', ARGV[1], 'json', ARGV[2])
+            redis.call('EXPIRE', KEYS[1], ARGV[3])
+            return 1
+            "#,
+        )
+    })
+}
+
+fn ttl_secs(ttl: Duration) -> u64 {
+    ttl.as_secs().max(1)
+}

@@ -1,0 +1,149 @@
+//! Topic creation and broker metadata.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use fantasy_messages::TopicSpec;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
+
+use crate::KafkaConfig;
+
+/// What the cluster says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerInfo {
+    /// `(id, host:port)` of every broker.
+    pub brokers: Vec<(i32, String)>,
+    /// `(name, partition count)` of every topic, sorted by name.
+    pub topics: Vec<(String, usize)>,
+}
+
+impl BrokerInfo {
+    /// The partition count of `topic`, if it exists.
+    pub fn partitions(&self, topic: &str) -> Option<usize> {
+        self.topics
+            .iter()
+            .find(|(name, _)| name == topic)
+            .map(|(_, n)| *n)
+    }
+}
+
+fn broker_info(metadata: &Metadata) -> BrokerInfo {
+    let mut topics: Vec<_> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .collect();
+    topics.sort();
+    BrokerInfo {
+        brokers: metadata
+            .brokers()
+            .iter()
+            .map(|b| (b.id(), format!("{}:{}", b.host(), b.port())))
+            .collect(),
+        topics,
+    }
+}
+
+/// Asks the cluster for its brokers and topics; an error means no broker
+/// answered within `timeout`.
+pub async fn fetch_broker_info(
+    cfg: &KafkaConfig,
+    timeout: Duration,
+) -> Result<BrokerInfo, KafkaError> {
+    let client_config = cfg.client_config();
+    // librdkafka's metadata call blocks its thread.
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client_config.create()?;
+        let metadata = consumer.fetch_metadata(None, timeout)?;
+        Ok(broker_info(&metadata))
+    })
+    .await
+    .unwrap_or(Err(KafkaError::Canceled))
+}
+
+/// Creates the topics of `specs` that do not exist yet; returns the names it
+/// created. Topics that exist are left as they are (a smaller partition count
+/// than asked is logged: partitions can be added, never removed).
+pub async fn ensure_topics(cfg: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::Result<Vec<String>> {
+    let timeout = Duration::from_secs(10);
+    let info = fetch_broker_info(cfg, timeout)
+        .await
+        .with_context(|| format!("no Kafka broker answered at {}", cfg.brokers))?;
+    let missing: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|s| match info.partitions(&s.name) {
+            Some(n) => {
+                if (n as i32) < s.partitions {
+                    tracing::warn!(
+                        topic = %s.name,
+                        partitions = n,
+                        wanted = s.partitions,
+                        "topic has fewer partitions than configured"
+                    );
+                }
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+
+    let retention: Vec<Option<String>> = missing
+        .iter()
+        .map(|s| s.retention.map(|r| r.as_millis().to_string()))
+        .collect();
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .zip(&retention)
+        .map(|(s, retention)| {
+            let mut t = NewTopic::new(
+                &s.name,
+                s.partitions,
+                TopicReplication::Fixed(cfg.replication_factor),
+            );
+            if s.compacted {
+                t = t.set("cleanup.policy", "compact");
+            }
+            if let Some(ms) = retention {
+                t = t.set("retention.ms", ms);
+            }
+            t
+        })
+        .collect();
+
+    let admin: AdminClient<DefaultClientContext> = cfg
+        .client_config()
+        .create()
+        .context("creating the Kafka admin client")?;
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
+    let results = admin
+        .create_topics(&new_topics, &opts)
+        .await
+        .context("creating Kafka topics")?;
+
+    let mut created = Vec::new();
+    let mut failures = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => created.push(name),
+            // Another replica created it first.
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => failures.push(format!("{name}: {code}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "could not create Kafka topics ({}); create them with the topic-init job or `kafka-topics.sh`",
+            failures.join("; ")
+        );
+    }
+    tracing::info!(topics = ?created, "created Kafka topics");
+    Ok(created)
+}

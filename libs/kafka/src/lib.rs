@@ -1,0 +1,35 @@
+//! Kafka for the services: a typed producer, a typed at-least-once consumer,
+//! topic set-up, and an embedded broker for local runs and tests.
+//!
+//! - [`Producer`] publishes [`fantasy_messages::Message`]s: idempotent,
+//!   `acks=all`, keyed by the message's key (the game id, so every game's
+//!   events stay ordered), with the current trace context in the headers.
+//! - [`Consumer`] reads batches, decodes them, hands them to a [`Handler`] and
+//!   stores the batch's offsets only once the handler succeeded; offsets are
+//!   committed from what was stored (periodically, on a partition revoke and on
+//!   shutdown). A failing handler is retried with backoff and never skipped; a
+//!   payload that cannot be decoded (a poison message) is counted, logged,
+//!   optionally copied to a dead-letter topic, and passed over.
+//! - [`ensure_topics`] creates the stack's topics on a real broker.
+//! - [`EmbeddedBroker`] (feature `embedded`) runs librdkafka's mock cluster in
+//!   process: the Kafka protocol over TCP on 127.0.0.1, which other processes
+//!   reach at its bootstrap address.
+
+mod admin;
+mod config;
+mod consumer;
+#[cfg(feature = "embedded")]
+mod embedded;
+mod producer;
+mod trace;
+
+pub use admin::{BrokerInfo, ensure_topics, fetch_broker_info};
+pub use config::{Compression, KafkaConfig, Topics};
+pub use consumer::{
+    AssignmentProbe, Consumer, ConsumerError, ConsumerOptions, Decode, Handler, Raw, Record,
+    RunSummary, StartFrom,
+};
+#[cfg(feature = "embedded")]
+pub use embedded::EmbeddedBroker;
+pub use producer::{Producer, PublishError};
+pub use rdkafka::error::KafkaError;
