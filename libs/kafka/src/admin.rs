@@ -70,7 +70,7 @@ pub async fn fetch_broker_info(
 /// created. Topics that exist are left as they are (a smaller partition count
 /// than asked is logged: partitions can be added, never removed).
 pub async fn ensure_topics(cfg: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::Result<Vec<String>> {
-    let timeout = Duration::from_secs(10);
+    let timeout = cfg.request_timeout;
     let info = fetch_broker_info(cfg, timeout)
         .await
         .with_context(|| format!("no Kafka broker answered at {}", cfg.brokers))?;

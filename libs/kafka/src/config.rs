@@ -77,6 +77,9 @@ pub struct KafkaConfig {
     /// `KAFKA_DELIVERY_TIMEOUT`: how long the producer keeps retrying one
     /// message before reporting it failed.
     pub delivery_timeout: Duration,
+    /// `KAFKA_REQUEST_TIMEOUT`: how long metadata and admin requests wait for
+    /// the cluster (start-up checks, topic creation).
+    pub request_timeout: Duration,
     /// `KAFKA_EXTRA`: further librdkafka properties, `key=value` pairs separated
     /// by commas (security settings, tuning). They override ours.
     pub extra: Vec<(String, String)>,
@@ -96,6 +99,7 @@ impl KafkaConfig {
             batch_bytes: 1_000_000,
             compression: Compression::Lz4,
             delivery_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
             extra: Vec::new(),
         }
     }
@@ -128,6 +132,7 @@ impl KafkaConfig {
             batch_bytes: p.ranged("KAFKA_BATCH_BYTES", d.batch_bytes, 1..=2_147_483_647),
             compression: p.parse("KAFKA_COMPRESSION", d.compression),
             delivery_timeout: p.duration("KAFKA_DELIVERY_TIMEOUT", d.delivery_timeout),
+            request_timeout: p.duration("KAFKA_REQUEST_TIMEOUT", d.request_timeout),
             extra,
         }
     }
@@ -161,7 +166,8 @@ impl fmt::Display for KafkaConfig {
         write!(
             f,
             "brokers={} client_id={} topic_prefix={:?} partitions={} replication_factor={} \
-             create_topics={} linger={:?} batch_bytes={} compression={} delivery_timeout={:?} extra_keys=[{}]",
+             create_topics={} linger={:?} batch_bytes={} compression={} delivery_timeout={:?} \
+             request_timeout={:?} extra_keys=[{}]",
             self.brokers,
             self.client_id,
             self.topic_prefix,
@@ -172,6 +178,7 @@ impl fmt::Display for KafkaConfig {
             self.batch_bytes,
             self.compression,
             self.delivery_timeout,
+            self.request_timeout,
             // Extra values may be SASL passwords: print keys only.
             self.extra
                 .iter()

@@ -2,8 +2,8 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fantasy_messages::{DecodeError, Message};
@@ -100,6 +100,10 @@ pub struct ConsumerOptions {
     pub start_from: StartFrom,
     /// How often stored offsets are committed (also on revoke and shutdown).
     pub commit_interval: Duration,
+    /// How long the group waits for a silent member before giving its
+    /// partitions to others (and, on some brokers, how long a join waits for
+    /// members that left).
+    pub session_timeout: Duration,
     /// Where undecodable messages are copied (with the error in a header)
     /// before being passed over; `None` only counts and logs them.
     pub dead_letter_topic: Option<String>,
@@ -121,6 +125,7 @@ impl ConsumerOptions {
             max_wait: Duration::from_millis(5),
             start_from: StartFrom::Earliest,
             commit_interval: Duration::from_secs(1),
+            session_timeout: Duration::from_secs(10),
             dead_letter_topic: None,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
@@ -170,6 +175,17 @@ struct Ctx {
     /// Bumped on every revoke: a message received before the bump may be
     /// re-fetched by whoever owns its partition now, so it is not handled.
     generation: AtomicU64,
+    /// The partitions held now, kept here so that a probe can read them
+    /// without holding the consumer open.
+    assignment: Arc<Mutex<Vec<(String, i32)>>>,
+}
+
+impl Ctx {
+    fn set_assignment(&self, f: impl FnOnce(&mut Vec<(String, i32)>)) {
+        if let Ok(mut a) = self.assignment.lock() {
+            f(&mut a);
+        }
+    }
 }
 
 impl ClientContext for Ctx {
@@ -217,6 +233,13 @@ impl ConsumerContext for Ctx {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(e) => warn!(group = %self.group, error = %e, "commit on revoke failed"),
             }
+            self.set_assignment(|a| {
+                a.retain(|(t, p)| {
+                    !tpl.elements()
+                        .iter()
+                        .any(|e| e.topic() == t && e.partition() == *p)
+                })
+            });
             info!(group = %self.group, partitions = tpl.count(), "partitions revoked");
             metrics::counter!("kafka_consumer_rebalances_total", "group" => self.group.clone(), "kind" => "revoke")
                 .increment(1);
@@ -226,11 +249,20 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                self.set_assignment(|a| {
+                    for e in tpl.elements() {
+                        let entry = (e.topic().to_owned(), e.partition());
+                        if !a.contains(&entry) {
+                            a.push(entry);
+                        }
+                    }
+                });
                 info!(group = %self.group, partitions = tpl.count(), "partitions assigned");
                 metrics::counter!("kafka_consumer_rebalances_total", "group" => self.group.clone(), "kind" => "assign")
                     .increment(1);
             }
             Rebalance::Error(e) => {
+                self.set_assignment(Vec::clear);
                 warn!(group = %self.group, error = %e, "rebalance error")
             }
             Rebalance::Revoke(_) => {}
@@ -290,7 +322,7 @@ impl<M> Taken<M> {
 
 /// A consumer-group member that decodes into `M`.
 pub struct Consumer<M> {
-    inner: Arc<StreamConsumer<Ctx>>,
+    inner: StreamConsumer<Ctx>,
     opts: ConsumerOptions,
     dead_letters: Option<Producer>,
     _value: PhantomData<fn() -> M>,
@@ -327,12 +359,21 @@ impl<M: Decode> Consumer<M> {
                 },
             )
             .set("statistics.interval.ms", "5000")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
+            .set(
+                "session.timeout.ms",
+                opts.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (opts.session_timeout.as_millis() / 5)
+                    .clamp(100, 3000)
+                    .to_string(),
+            );
         cfg.apply_extra(&mut c);
         let ctx = Ctx {
             group: opts.group_id.clone(),
             generation: AtomicU64::new(0),
+            assignment: Arc::default(),
         };
         let inner: StreamConsumer<Ctx> =
             c.create_with_context(ctx)
@@ -356,23 +397,17 @@ impl<M: Decode> Consumer<M> {
             None => None,
         };
         Ok(Self {
-            inner: Arc::new(inner),
+            inner,
             opts,
             dead_letters,
             _value: PhantomData,
         })
     }
 
-    /// The partitions this member holds now, as `(topic, partition)`.
-    pub fn assignment(&self) -> Vec<(String, i32)> {
-        assignment_of(&self.inner)
-    }
-
-    /// A handle that reports the assignment while `run` owns the consumer.
+    /// A handle that reports the partitions this member holds, also while
+    /// `run` owns the consumer.
     pub fn assignment_probe(&self) -> AssignmentProbe {
-        AssignmentProbe(AssignmentProbeInner {
-            consumer: Arc::clone(&self.inner),
-        })
+        AssignmentProbe(Arc::clone(&self.inner.context().assignment))
     }
 
     /// Reads until `shutdown`, handing batches to `handler`. On shutdown the
@@ -668,35 +703,14 @@ fn next_offsets<'a>(positions: impl Iterator<Item = (&'a str, i32, i64)>) -> Top
     tpl
 }
 
-fn assignment_of(consumer: &StreamConsumer<Ctx>) -> Vec<(String, i32)> {
-    consumer
-        .assignment()
-        .map(|tpl| {
-            tpl.elements()
-                .iter()
-                .map(|e| (e.topic().to_owned(), e.partition()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-struct AssignmentProbeInner {
-    consumer: Arc<StreamConsumer<Ctx>>,
-}
-
-/// Reports a running consumer's assignment (tests and readiness use it).
-pub struct AssignmentProbe(AssignmentProbeInner);
-
-impl std::fmt::Debug for AssignmentProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AssignmentProbe").finish_non_exhaustive()
-    }
-}
+/// Reports a consumer's assignment (tests and readiness use it).
+#[derive(Clone, Debug)]
+pub struct AssignmentProbe(Arc<Mutex<Vec<(String, i32)>>>);
 
 impl AssignmentProbe {
     /// The partitions held now, as `(topic, partition)`.
     pub fn assignment(&self) -> Vec<(String, i32)> {
-        assignment_of(&self.0.consumer)
+        self.0.lock().map(|a| a.clone()).unwrap_or_default()
     }
 }
 

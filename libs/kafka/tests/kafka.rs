@@ -1,0 +1,464 @@
+//! The Kafka crate against the Kafka protocol: the embedded broker (librdkafka's
+//! mock cluster) over TCP, real producers and consumer groups.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fantasy_kafka::{
+    Consumer, ConsumerOptions, EmbeddedBroker, Handler, KafkaConfig, Producer, Raw, Record,
+    RunSummary, ensure_topics, fetch_broker_info,
+};
+use fantasy_messages::testing::game;
+use fantasy_messages::{Game, Topic};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 8;
+
+/// A broker of three, a unique topic prefix, and a config pointing at both.
+fn setup() -> (EmbeddedBroker, KafkaConfig) {
+    let broker = EmbeddedBroker::start(3).unwrap();
+    let mut cfg = KafkaConfig::new(broker.bootstrap_servers(), "kafka-test");
+    cfg.topic_prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+    let specs: Vec<_> = Topic::ALL
+        .iter()
+        .map(|t| t.spec(&cfg.topic_prefix, PARTITIONS))
+        .collect();
+    broker.create_topics(&specs).unwrap();
+    (broker, cfg)
+}
+
+fn games(n: usize, tag: &str) -> Vec<Game> {
+    (0..n).map(|i| game(&format!("{tag}-{i}"))).collect()
+}
+
+async fn eventually(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Keeps every record it is given.
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<Record<Game>>>>);
+
+impl Collect {
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    fn ids(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.value.game_id.clone())
+            .collect()
+    }
+    fn partitions(&self) -> BTreeSet<i32> {
+        self.0.lock().unwrap().iter().map(|r| r.partition).collect()
+    }
+}
+
+impl Handler<Game> for Collect {
+    async fn handle(&mut self, batch: &[Record<Game>]) -> anyhow::Result<()> {
+        self.0.lock().unwrap().extend(batch.iter().cloned());
+        Ok(())
+    }
+}
+
+/// Fails its first `failures` calls, counting every call, then collects.
+#[derive(Clone)]
+struct FlakyThenCollect {
+    calls: Arc<Mutex<Vec<usize>>>,
+    failures: usize,
+    inner: Collect,
+}
+
+impl Handler<Game> for FlakyThenCollect {
+    async fn handle(&mut self, batch: &[Record<Game>]) -> anyhow::Result<()> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(batch.len());
+            calls.len()
+        };
+        if call <= self.failures {
+            anyhow::bail!("sink unavailable (attempt {call})");
+        }
+        self.inner.handle(batch).await
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<RunSummary>,
+    probe: fantasy_kafka::AssignmentProbe,
+}
+
+impl Running {
+    async fn stop(self) -> RunSummary {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("consumer did not stop within 20 s")
+            .unwrap()
+    }
+}
+
+fn start<H>(cfg: &KafkaConfig, opts: ConsumerOptions, handler: H) -> Running
+where
+    H: Handler<Game> + 'static,
+{
+    let consumer = Consumer::<Game>::new(cfg, opts).unwrap();
+    let probe = consumer.assignment_probe();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { consumer.run(handler, token).await.unwrap() });
+    Running {
+        shutdown,
+        task,
+        probe,
+    }
+}
+
+/// Options for a test consumer: a short session timeout, since the mock
+/// cluster makes a join wait that long for members that left.
+fn options(group: &str, topic: &str) -> ConsumerOptions {
+    let mut opts = ConsumerOptions::new(group, [topic]);
+    opts.session_timeout = Duration::from_secs(4);
+    opts
+}
+
+fn group() -> String {
+    format!("g-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn with_timeout<F: Future>(f: F) -> impl Future<Output = F::Output> {
+    async move {
+        tokio::time::timeout(Duration::from_secs(60), f)
+            .await
+            .expect("test step took over 60 s")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_one_group_split_the_partitions_and_see_each_message_once() {
+    let (_broker, cfg) = setup();
+    let topics = cfg.topics();
+    let group_a = group();
+    let (a1, a2) = (Collect::default(), Collect::default());
+    let opts = options(&group_a, &topics.games);
+    let m1 = start(&cfg, opts.clone(), a1.clone());
+    let m2 = start(&cfg, opts, a2.clone());
+    eventually(
+        "both members hold 4 partitions",
+        Duration::from_secs(30),
+        || m1.probe.assignment().len() == 4 && m2.probe.assignment().len() == 4,
+    )
+    .await;
+
+    let producer = Producer::new(&cfg).unwrap();
+    let sent = games(400, "split");
+    with_timeout(producer.publish_batch(&sent)).await.unwrap();
+
+    eventually(
+        "400 messages across the group",
+        Duration::from_secs(30),
+        || a1.len() + a2.len() >= 400,
+    )
+    .await;
+    // Nothing more arrives: no duplicates hiding behind a late delivery.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut all: Vec<String> = a1.ids();
+    all.extend(a2.ids());
+    assert_eq!(all.len(), 400, "every message once across the group");
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), 400);
+    assert!(a1.len() > 0 && a2.len() > 0, "both members got work");
+    assert!(a1.partitions().is_disjoint(&a2.partitions()));
+
+    // Each game's events stay on one partition, in order: the key is the game id.
+    let records = a1.0.lock().unwrap().clone();
+    for pair in records.windows(2) {
+        if pair[0].partition == pair[1].partition {
+            assert!(pair[0].offset < pair[1].offset);
+        }
+    }
+
+    // A second group reads everything again.
+    let b = Collect::default();
+    let other = start(&cfg, options(&group(), &topics.games), b.clone());
+    eventually(
+        "the second group reads all 400",
+        Duration::from_secs(30),
+        || b.len() >= 400,
+    )
+    .await;
+    let ids: HashSet<_> = b.ids().into_iter().collect();
+    assert_eq!(ids.len(), 400);
+
+    let (s1, s2) = (m1.stop().await, m2.stop().await);
+    assert_eq!(s1.messages + s2.messages, 400);
+    other.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_before_committing_has_its_messages_redelivered() {
+    let (_broker, cfg) = setup();
+    let topics = cfg.topics();
+    let group_a = group();
+    let producer = Producer::new(&cfg).unwrap();
+    with_timeout(producer.publish_batch(&games(50, "redo")))
+        .await
+        .unwrap();
+
+    // The first member's sink is down the whole time it runs.
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let failing = FlakyThenCollect {
+        calls: calls.clone(),
+        failures: usize::MAX,
+        inner: Collect::default(),
+    };
+    let first = start(&cfg, options(&group_a, &topics.games), failing);
+    eventually(
+        "the failing handler was offered a batch",
+        Duration::from_secs(30),
+        || !calls.lock().unwrap().is_empty(),
+    )
+    .await;
+    let summary = first.stop().await;
+    assert_eq!(summary.messages, 0);
+    assert!(summary.handler_failures >= 1);
+
+    // The next member of the group gets all 50 again: nothing was committed.
+    let second = Collect::default();
+    let member = start(&cfg, options(&group_a, &topics.games), second.clone());
+    eventually("all 50 redelivered", Duration::from_secs(30), || {
+        second.len() >= 50
+    })
+    .await;
+    let ids: HashSet<_> = second.ids().into_iter().collect();
+    assert_eq!(ids.len(), 50);
+    member.stop().await;
+
+    // ...and its success was committed: a third member sees only what is new.
+    with_timeout(producer.publish(&game("redo-new")))
+        .await
+        .unwrap();
+    let third = Collect::default();
+    let member = start(&cfg, options(&group_a, &topics.games), third.clone());
+    eventually("the new message", Duration::from_secs(30), || {
+        third.len() >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(third.ids(), ["redo-new"]);
+    member.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_batch_is_retried_until_it_succeeds_never_skipped() {
+    let (_broker, cfg) = setup();
+    let topics = cfg.topics();
+    let producer = Producer::new(&cfg).unwrap();
+    with_timeout(producer.publish_batch(&games(20, "retry")))
+        .await
+        .unwrap();
+
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let collected = Collect::default();
+    let handler = FlakyThenCollect {
+        calls: calls.clone(),
+        failures: 2,
+        inner: collected.clone(),
+    };
+    let mut opts = options(&group(), &topics.games);
+    opts.retry_initial = Duration::from_millis(10);
+    let member = start(&cfg, opts, handler);
+    eventually("all 20 handled", Duration::from_secs(30), || {
+        collected.len() >= 20
+    })
+    .await;
+    let summary = member.stop().await;
+    assert_eq!(summary.handler_failures, 2);
+    assert_eq!(summary.messages, 20);
+    let calls = calls.lock().unwrap().clone();
+    // The same batch was offered three times: twice failing, then accepted.
+    assert_eq!(calls[0], calls[1]);
+    assert_eq!(calls[1], calls[2]);
+    let ids: HashSet<_> = collected.ids().into_iter().collect();
+    assert_eq!(ids.len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_counted_skipped_and_dead_lettered() {
+    let (broker, cfg) = setup();
+    let topics = cfg.topics();
+    let dlq = format!("{}games.dlq", cfg.topic_prefix);
+    broker.create_topic(&dlq, 1).unwrap();
+    let producer = Producer::new(&cfg).unwrap();
+
+    // Everything on one key, so one partition, so a known order.
+    let key = Some(&b"same-key"[..]);
+    let future_version = br#"{"schema_version":2,"game_id":"x"}"#;
+    let good = |id: &str| fantasy_messages::encode(&game(id)).unwrap();
+    for payload in [
+        good("before"),
+        b"not json at all".to_vec(),
+        future_version.to_vec(),
+        good("after"),
+    ] {
+        with_timeout(producer.send_bytes(&topics.games, key, &payload, None))
+            .await
+            .unwrap();
+    }
+
+    let collected = Collect::default();
+    let mut opts = options(&group(), &topics.games);
+    opts.dead_letter_topic = Some(dlq.clone());
+    let member = start(&cfg, opts, collected.clone());
+    eventually("both good messages", Duration::from_secs(30), || {
+        collected.len() >= 2
+    })
+    .await;
+    assert_eq!(collected.ids(), ["before", "after"]);
+
+    // The dead-letter topic holds both poison messages with their error.
+    #[derive(Clone, Default)]
+    struct RawCollect(Arc<Mutex<Vec<Record<Raw>>>>);
+    impl Handler<Raw> for RawCollect {
+        async fn handle(&mut self, batch: &[Record<Raw>]) -> anyhow::Result<()> {
+            self.0.lock().unwrap().extend(batch.iter().cloned());
+            Ok(())
+        }
+    }
+    let dead = RawCollect::default();
+    let reader = Consumer::<Raw>::new(&cfg, options(&group(), &dlq)).unwrap();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(reader.run(dead.clone(), token.clone()));
+    eventually("two dead letters", Duration::from_secs(30), || {
+        dead.0.lock().unwrap().len() >= 2
+    })
+    .await;
+    let payloads: Vec<Vec<u8>> = dead
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.value.0.clone())
+        .collect();
+    assert_eq!(
+        payloads,
+        [b"not json at all".to_vec(), future_version.to_vec()]
+    );
+    token.cancel();
+    task.await.unwrap().unwrap();
+
+    let summary = member.stop().await;
+    assert_eq!(summary.poison, 2);
+    assert_eq!(summary.messages, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_info_lists_brokers_and_topics_and_ensure_topics_leaves_existing_ones() {
+    let (_broker, cfg) = setup();
+    let info = fetch_broker_info(&cfg, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(info.brokers.len(), 3);
+    for t in Topic::ALL {
+        assert_eq!(
+            info.partitions(&t.name(&cfg.topic_prefix)),
+            Some(PARTITIONS as usize)
+        );
+    }
+    let specs: Vec<_> = Topic::ALL
+        .iter()
+        .map(|t| t.spec(&cfg.topic_prefix, PARTITIONS))
+        .collect();
+    let created = ensure_topics(&cfg, &specs).await.unwrap();
+    assert!(created.is_empty(), "all topics existed: {created:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_a_clear_error() {
+    // A port nobody listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut cfg = KafkaConfig::new(format!("127.0.0.1:{port}"), "kafka-test");
+    cfg.request_timeout = Duration::from_millis(500);
+    let err = fetch_broker_info(&cfg, Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().is_empty());
+    let err = ensure_topics(&cfg, &[Topic::Games.spec("", 8)])
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains(&format!("127.0.0.1:{port}")),
+        "{err:#}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn trace_context_travels_in_message_headers() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let (_broker, cfg) = setup();
+    let producer = Producer::new(&cfg).unwrap();
+    let span = tracing::info_span!("collect");
+    let trace_id = {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        span.context().span().span_context().trace_id()
+    };
+    {
+        use tracing::Instrument as _;
+        with_timeout(producer.publish(&game("traced")).instrument(span))
+            .await
+            .unwrap();
+    }
+
+    let collected = Collect::default();
+    let member = start(
+        &cfg,
+        options(&group(), &cfg.topics().games),
+        collected.clone(),
+    );
+    eventually("the traced message", Duration::from_secs(30), || {
+        collected.len() >= 1
+    })
+    .await;
+    let record = collected.0.lock().unwrap()[0].clone();
+    let remote = {
+        use opentelemetry::trace::TraceContextExt as _;
+        record
+            .trace
+            .as_ref()
+            .expect("trace headers")
+            .context()
+            .span()
+            .span_context()
+            .clone()
+    };
+    assert!(remote.is_remote());
+    assert_eq!(remote.trace_id(), trace_id);
+    member.stop().await;
+}
