@@ -105,9 +105,15 @@ async fn outcomes_are_idempotent_and_corrections_apply() {
     let t = TestDb::new().await.unwrap();
     let db = &t.db;
     let o = outcome("g1");
-    assert_eq!(db.upsert_outcomes(&[o.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        db.upsert_outcomes(std::slice::from_ref(&o)).await.unwrap(),
+        1
+    );
     // The same outcome again touches nothing.
-    assert_eq!(db.upsert_outcomes(&[o.clone()]).await.unwrap(), 0);
+    assert_eq!(
+        db.upsert_outcomes(std::slice::from_ref(&o)).await.unwrap(),
+        0
+    );
     let mut corrected = o.clone();
     corrected.home_score = 98;
     corrected.home_win = false;
@@ -134,7 +140,12 @@ async fn predictions_keep_the_latest_per_game_and_version() {
         .unwrap();
     db.upsert_predictions(&[later.clone()]).await.unwrap();
     // A stale redelivery of the first changes nothing.
-    assert_eq!(db.upsert_predictions(&[first.clone()]).await.unwrap(), 0);
+    assert_eq!(
+        db.upsert_predictions(std::slice::from_ref(&first))
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(count(db, "predictions").await, 2);
     assert_eq!(db.latest_prediction("g1").await.unwrap().unwrap(), later);
     assert!(db.latest_prediction("g2").await.unwrap().is_none());
