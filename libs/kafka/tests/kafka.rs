@@ -140,12 +140,10 @@ fn group() -> String {
     format!("g-{}", uuid::Uuid::new_v4().simple())
 }
 
-fn with_timeout<F: Future>(f: F) -> impl Future<Output = F::Output> {
-    async move {
-        tokio::time::timeout(Duration::from_secs(60), f)
-            .await
-            .expect("test step took over 60 s")
-    }
+async fn with_timeout<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("test step took over 60 s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
