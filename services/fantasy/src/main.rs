@@ -1,1 +1,114 @@
-fn main() {}
+//! `fantasy`: the all-in-one command. See the library for what each
+//! subcommand does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use fantasy::{Config, broker, check, migrate};
+use fantasy_config::{Env, parse_duration};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fantasy",
+    version,
+    about = "Streaming sports predictions: the all-in-one command"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the embedded Kafka-protocol broker (in memory) with the stack's topics.
+    Broker {
+        /// Brokers in the cluster.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=16))]
+        brokers: i32,
+        /// Partitions per topic (default: KAFKA_PARTITIONS, else 8).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1024))]
+        partitions: Option<i32>,
+        /// Also write the bootstrap address to this file.
+        #[arg(long)]
+        bootstrap_file: Option<PathBuf>,
+    },
+    /// Apply the database migrations (creating the database if needed).
+    Migrate,
+    /// Check that Postgres, Redis and Kafka answer.
+    Check {
+        /// How long each dependency may take to answer.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut env = Env::from_process();
+    if env.get("RUST_LOG").is_none() && !matches!(cli.command, Command::Broker { .. }) {
+        // One-shot commands print their own results; keep the log to problems.
+        env = env.with("RUST_LOG", "warn");
+    }
+    let cfg = match Config::from_env(&env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("fantasy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _telemetry = match fantasy_telemetry::init(&cfg.telemetry) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("fantasy: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fantasy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    cfg.log();
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Broker {
+                brokers,
+                partitions,
+                bootstrap_file,
+            } => {
+                broker::run(broker::BrokerArgs {
+                    brokers,
+                    partitions: partitions.unwrap_or(cfg.kafka.partitions),
+                    topic_prefix: cfg.kafka.topic_prefix.clone(),
+                    bootstrap_file,
+                })
+                .await?;
+                Ok(true)
+            }
+            Command::Migrate => migrate::run(&cfg.db).await.map(|_| true),
+            Command::Check { timeout } => {
+                let reports = check::run(&cfg, timeout).await;
+                for r in &reports {
+                    println!("{r}");
+                }
+                Ok(reports.iter().all(|r| r.ok))
+            }
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("fantasy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

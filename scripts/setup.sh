@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Prepares this machine for building, running and testing the stack, and is
+# safe to run again: it installs only what is missing.
+#
+#   - build tools for librdkafka (built from source by rdkafka-sys)
+#   - cargo-nextest (the test runner)
+#   - Postgres and Redis running on 127.0.0.1 (started if installed but stopped)
+#
+# Later parts of the stack add their own needs here (ONNX Runtime, k6, a
+# headless browser), so the README's two commands stay the only ones to type.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi
+}
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# librdkafka's configure/make build, and the clients the scripts use.
+if command -v apt-get >/dev/null; then
+  apt_install build-essential pkg-config zlib1g-dev postgresql-client redis-tools
+fi
+
+if ! command -v cargo >/dev/null; then
+  log "cargo is missing: install Rust from https://rustup.rs and run this again"
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+# --- Postgres -----------------------------------------------------------------
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! pg_up; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    log "starting Postgres $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+fi
+if ! pg_up; then
+  log "Postgres is not answering on 127.0.0.1:5432 and could not be started here."
+  log "Install it (apt-get install postgresql) or point DATABASE_URL at one."
+  exit 1
+fi
+
+# --- Redis --------------------------------------------------------------------
+redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+if ! redis_up; then
+  if command -v redis-server >/dev/null; then
+    log "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+      --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+  fi
+  for _ in $(seq 1 30); do redis_up && break; sleep 1; done
+fi
+if ! redis_up; then
+  log "Redis is not answering on 127.0.0.1:6379 and could not be started here."
+  log "Install it (apt-get install redis-server) or point REDIS_URL at one."
+  exit 1
+fi
+
+log "ready: Postgres and Redis answer on 127.0.0.1"
