@@ -122,11 +122,26 @@ pub async fn ensure_topics(cfg: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::Re
         .client_config()
         .create()
         .context("creating the Kafka admin client")?;
-    let opts = AdminOptions::new().operation_timeout(Some(timeout));
-    let results = admin
-        .create_topics(&new_topics, &opts)
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    // The client-side timeout above does not cover every way a broker can
+    // stay silent (one without the CreateTopics API, say); bound it here too.
+    let results = tokio::time::timeout(timeout * 2, admin.create_topics(&new_topics, &opts))
         .await
-        .context("creating Kafka topics")?;
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the broker did not answer CreateTopics within {:?}",
+                timeout * 2
+            )
+        })
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| {
+            format!(
+                "creating Kafka topics {}; create them with the topic-init job or `kafka-topics.sh`",
+                missing.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        })?;
 
     let mut created = Vec::new();
     let mut failures = Vec::new();

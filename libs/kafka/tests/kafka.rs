@@ -460,3 +460,18 @@ async fn trace_context_travels_in_message_headers() {
     assert_eq!(remote.trace_id(), trace_id);
     member.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_the_broker_cannot_create_is_a_clear_error() {
+    // The mock cluster has no CreateTopics API: what a locked-down real
+    // cluster (no create ACL) looks like to us too.
+    let (_broker, mut cfg) = setup();
+    cfg.request_timeout = Duration::from_secs(5);
+    let missing = Topic::Games.spec("not-created.", 8);
+    let err = tokio::time::timeout(Duration::from_secs(30), ensure_topics(&cfg, &[missing]))
+        .await
+        .expect("ensure_topics hung")
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("not-created.games") || text.contains("creating Kafka topics"), "{text}");
+}
