@@ -43,6 +43,35 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# --- ONNX Runtime -------------------------------------------------------------
+# The `ort` crate loads libonnxruntime at run time. We take the library from
+# the official PyPI wheel (no Python install needed to use it) and keep it in
+# .tools/onnxruntime/lib, where the services look first.
+ORT_VERSION=1.31.1
+ort_lib=.tools/onnxruntime/lib
+if [ ! -f "$ort_lib/libonnxruntime.so.$ORT_VERSION" ]; then
+  log "fetching ONNX Runtime $ORT_VERSION (the onnxruntime wheel from PyPI)"
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" \
+    "onnxruntime==$ORT_VERSION" 2>&1 | grep -v "^WARNING: Running pip as" >&2 || true
+  mkdir -p "$ort_lib"
+  python3 - "$tmp" "$ort_lib" <<'PY'
+import glob, os, sys, zipfile
+src, dest = sys.argv[1], sys.argv[2]
+wheels = glob.glob(os.path.join(src, "onnxruntime-*.whl"))
+if not wheels:
+    sys.exit("setup: the onnxruntime wheel did not download")
+with zipfile.ZipFile(wheels[0]) as z:
+    for name in z.namelist():
+        base = os.path.basename(name)
+        if name.startswith("onnxruntime/capi/") and base.startswith("libonnxruntime"):
+            with z.open(name) as f, open(os.path.join(dest, base), "wb") as out:
+                out.write(f.read())
+PY
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ort_lib/libonnxruntime.so"
+  rm -rf "$tmp"
+fi
+
 # --- Postgres -----------------------------------------------------------------
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 if ! pg_up; then

@@ -473,5 +473,8 @@ async fn a_topic_the_broker_cannot_create_is_a_clear_error() {
         .expect("ensure_topics hung")
         .unwrap_err();
     let text = format!("{err:#}");
-    assert!(text.contains("not-created.games") || text.contains("creating Kafka topics"), "{text}");
+    assert!(
+        text.contains("not-created.games") || text.contains("creating Kafka topics"),
+        "{text}"
+    );
 }
