@@ -61,7 +61,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<()> {
     )?;
     out.flush()?;
     drop(out);
-    crate::signal::shutdown_requested().await;
+    fantasy_http::shutdown_signal().await;
     tracing::info!("stopping the embedded broker");
     drop(broker);
     if let Some(path) = &args.bootstrap_file {

@@ -11,7 +11,6 @@
 pub mod broker;
 pub mod check;
 pub mod migrate;
-pub mod signal;
 
 use fantasy_cache::RedisConfig;
 use fantasy_config::{ConfigError, Env, Parser};

@@ -1,0 +1,25 @@
+//! HTTP pieces every service shares, so that every API behaves alike:
+//!
+//! - [`ApiError`]: one error type mapping each kind to a status, a JSON body
+//!   `{"error": {"code", "message"}}` and a log level; a 500 says nothing of
+//!   its cause to the client (the cause is logged).
+//! - [`ApiJson`]: the JSON extractor with our errors (415 without a JSON
+//!   content type, 400 malformed or mistyped, 413 too large).
+//! - [`auth`]: JWT (HS256) from the `Authorization` header or a `token`
+//!   query parameter, with optional admin and channel claims.
+//! - [`layers`]: timeouts, concurrency limits with load shedding, body
+//!   limits, per-client rate limits, request metrics and request ids.
+//! - [`serve`]: the server loop with graceful shutdown, and
+//!   [`shutdown_signal`] for Ctrl-C and SIGTERM.
+
+pub mod auth;
+mod error;
+mod json;
+pub mod layers;
+mod server;
+
+pub use auth::{AuthConfig, Claims, Client};
+pub use error::ApiError;
+pub use json::ApiJson;
+pub use layers::{HttpConfig, RateLimiter};
+pub use server::{serve, shutdown_signal};
