@@ -1,0 +1,174 @@
+//! Artifacts in an object store.
+
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+/// Why an artifact could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("MODEL_STORE_URL {0:?} is not usable: {1}")]
+    BadUrl(String, String),
+    #[error("object store {uri}: {source}")]
+    Store {
+        uri: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// The bytes are not the ones the registry recorded.
+    #[error(
+        "artifact {uri} has SHA-256 {actual}, but the registry recorded {expected}: refusing it"
+    )]
+    Checksum {
+        uri: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Builds the store and the object path for a `file://` or `s3://` URL.
+fn open(url: &Url) -> Result<(Arc<dyn ObjectStore>, Path), StoreError> {
+    let bad = |why: String| StoreError::BadUrl(url.to_string(), why);
+    match url.scheme() {
+        "file" => {
+            let path = url
+                .to_file_path()
+                .map_err(|()| bad("not an absolute local path".into()))?;
+            // The store is rooted at `/`; objects are addressed by their full
+            // path, so every `file://` URI resolves the same way.
+            let store = object_store::local::LocalFileSystem::new();
+            let location = Path::from_absolute_path(&path).map_err(|e| bad(e.to_string()))?;
+            Ok((Arc::new(store), location))
+        }
+        "s3" => {
+            let bucket = url
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| bad("no bucket name".into()))?;
+            let store = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            let location = Path::from(url.path().trim_start_matches('/'));
+            Ok((Arc::new(store), location))
+        }
+        other => Err(bad(format!("scheme {other:?}; expected file or s3"))),
+    }
+}
+
+/// Where the trainer writes artifacts: `MODEL_STORE_URL`.
+#[derive(Clone)]
+pub struct ModelStore {
+    root: Url,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+}
+
+impl std::fmt::Debug for ModelStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelStore")
+            .field("root", &self.root.as_str())
+            .finish()
+    }
+}
+
+impl ModelStore {
+    /// Opens `url` (`file:///abs/path` or `s3://bucket/prefix`). A local
+    /// folder is created if missing.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let mut root =
+            Url::parse(url).map_err(|e| StoreError::BadUrl(url.to_owned(), e.to_string()))?;
+        if !root.path().ends_with('/') {
+            root.set_path(&format!("{}/", root.path()));
+        }
+        if root.scheme() == "file"
+            && let Ok(dir) = root.to_file_path()
+        {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                StoreError::BadUrl(
+                    url.to_owned(),
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+        }
+        let (store, prefix) = open(&root)?;
+        Ok(Self {
+            root,
+            store,
+            prefix,
+        })
+    }
+
+    /// The store's root URL.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// Writes `bytes` as `<model_name>/<version>.onnx`; returns its URI and
+    /// SHA-256.
+    pub async fn put(
+        &self,
+        model_name: &str,
+        version: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(String, String), StoreError> {
+        let sha256 = sha256_hex(&bytes);
+        let relative = format!("{model_name}/{version}.onnx");
+        let location = self
+            .prefix
+            .clone()
+            .join(model_name)
+            .join(format!("{version}.onnx"));
+        let uri = self
+            .root
+            .join(&relative)
+            .map_err(|e| StoreError::BadUrl(relative.clone(), e.to_string()))?
+            .to_string();
+        self.store
+            .put(&location, PutPayload::from(bytes))
+            .await
+            .map_err(|source| StoreError::Store {
+                uri: uri.clone(),
+                source,
+            })?;
+        Ok((uri, sha256))
+    }
+}
+
+/// Reads the artifact at `uri` and checks it against `expected_sha256`.
+pub async fn fetch_artifact(uri: &str, expected_sha256: &str) -> Result<Vec<u8>, StoreError> {
+    let url = Url::parse(uri).map_err(|e| StoreError::BadUrl(uri.to_owned(), e.to_string()))?;
+    let (store, location) = open(&url)?;
+    let bytes = store
+        .get(&location)
+        .await
+        .map_err(|source| StoreError::Store {
+            uri: uri.to_owned(),
+            source,
+        })?
+        .bytes()
+        .await
+        .map_err(|source| StoreError::Store {
+            uri: uri.to_owned(),
+            source,
+        })?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(expected_sha256) {
+        return Err(StoreError::Checksum {
+            uri: uri.to_owned(),
+            expected: expected_sha256.to_owned(),
+            actual,
+        });
+    }
+    Ok(bytes.to_vec())
+}
