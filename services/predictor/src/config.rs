@@ -1,0 +1,99 @@
+//! The predictor's settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fantasy_cache::RedisConfig;
+use fantasy_config::{ConfigError, Env, Parser};
+use fantasy_db::DbConfig;
+use fantasy_http::{AuthConfig, HttpConfig};
+use fantasy_inference::InferenceConfig;
+use fantasy_kafka::KafkaConfig;
+use fantasy_telemetry::TelemetryConfig;
+
+/// The predictor's port.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// The model name the predictor serves unless told otherwise.
+pub const DEFAULT_MODEL_NAME: &str = "win-prob";
+
+/// Everything the predictor reads at start-up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub telemetry: TelemetryConfig,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub kafka: KafkaConfig,
+    pub db: DbConfig,
+    pub redis: RedisConfig,
+    pub inference: InferenceConfig,
+    /// `MODEL_PATH`: serve this ONNX file and ignore the registry.
+    pub model_path: Option<PathBuf>,
+    /// `MODEL_NAME`: the registry model to serve.
+    pub model_name: String,
+    /// `PREDICTOR_STREAM`: consume `games` and publish `predictions`.
+    pub stream: bool,
+    /// `PREDICTOR_GROUP`: the consumer group of the games stream.
+    pub group_id: String,
+    /// `STREAM_MAX_BATCH`: most game events handled at once.
+    pub stream_max_batch: usize,
+    /// `STREAM_MAX_WAIT`: how long the stream waits to fill a batch.
+    pub stream_max_wait: Duration,
+    /// `MAX_BATCH_ITEMS`: most items in one `/v1/predict/batch` request.
+    pub max_batch_items: usize,
+    /// `SHUTDOWN_TIMEOUT`: how long shutdown waits for requests in flight.
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// Reads every variable; `auth_by_default` is true for the service binary
+    /// and false in the local all-in-one.
+    pub fn from_env(env: &Env, auth_by_default: bool) -> Result<Self, ConfigError> {
+        let mut p = Parser::new(env);
+        let cfg = Self {
+            telemetry: TelemetryConfig::from_env(&mut p, "predictor"),
+            http: HttpConfig::from_env(&mut p, DEFAULT_PORT),
+            auth: AuthConfig::from_env(&mut p, auth_by_default),
+            kafka: KafkaConfig::from_env(&mut p, "predictor"),
+            db: DbConfig::from_env(&mut p),
+            redis: RedisConfig::from_env(&mut p),
+            inference: InferenceConfig::from_env(&mut p),
+            model_path: p.string_opt("MODEL_PATH").map(PathBuf::from),
+            model_name: p.string("MODEL_NAME", DEFAULT_MODEL_NAME),
+            stream: p.flag("PREDICTOR_STREAM", true),
+            group_id: p.string("PREDICTOR_GROUP", "predictor"),
+            stream_max_batch: p.ranged("STREAM_MAX_BATCH", 1000, 1..=100_000),
+            stream_max_wait: p.duration("STREAM_MAX_WAIT", Duration::from_millis(5)),
+            max_batch_items: p.ranged("MAX_BATCH_ITEMS", 1024, 1..=100_000),
+            shutdown_timeout: p.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(10)),
+        };
+        if let Some(path) = &cfg.model_path
+            && !path.is_file()
+        {
+            p.problem("MODEL_PATH", format!("{} is not a file", path.display()));
+        }
+        p.finish()?;
+        Ok(cfg)
+    }
+
+    /// Logs the effective configuration, secrets redacted.
+    pub fn log(&self) {
+        tracing::info!(
+            http = %self.http,
+            auth = %self.auth,
+            kafka = %self.kafka,
+            db = %self.db,
+            redis = %self.redis,
+            inference = %self.inference,
+            model_path = ?self.model_path,
+            model_name = %self.model_name,
+            stream = self.stream,
+            group_id = %self.group_id,
+            stream_max_batch = self.stream_max_batch,
+            stream_max_wait = ?self.stream_max_wait,
+            max_batch_items = self.max_batch_items,
+            shutdown_timeout = ?self.shutdown_timeout,
+            "effective configuration"
+        );
+    }
+}

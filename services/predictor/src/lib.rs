@@ -1,0 +1,238 @@
+//! The predictor: ONNX Runtime inference with dynamic batching, over REST and
+//! on the `games` stream, with hot model swaps.
+//!
+//! - REST (`api`): `POST /v1/predict`, `POST /v1/predict/batch`,
+//!   `GET /v1/predictions/{game_id}`, `GET /v1/models/active`, plus
+//!   `/health`, `/ready`, `/metrics`.
+//! - Stream (`stream`): consumes `games`, predicts in batches, upserts
+//!   Postgres, updates Redis, publishes `predictions`; commits after all three.
+//! - Models (`models`): the registry's active model (or `MODEL_PATH`) at
+//!   start-up, then every activation announced on `models`, swapped in
+//!   without failing a request.
+//!
+//! `main.rs` reads the configuration and calls [`run`]; `fantasy up` and the
+//! tests call the same function.
+
+pub mod api;
+pub mod config;
+pub mod models;
+pub mod stream;
+
+pub use config::Config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fantasy_cache::Cache;
+use fantasy_db::Db;
+use fantasy_http::auth::Authenticator;
+use fantasy_http::{RateLimiter, layers};
+use fantasy_inference::{Engine, Runtime};
+use fantasy_kafka::{
+    Consumer, ConsumerOptions, Producer, StartFrom, ensure_topics, fetch_broker_info,
+};
+use fantasy_messages::{Game, ModelPublished, Topic};
+use fantasy_registry::Registry;
+use fantasy_telemetry::Readiness;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the predictor until `shutdown` (or until one of its parts fails,
+/// which stops the others and returns the error).
+///
+/// Shutdown is ordered: stop accepting HTTP and finish the requests in
+/// flight (up to `shutdown_timeout`), stop the consumers (they commit what
+/// was handled), flush the producer, close the pools.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // /metrics serves this process's recorder; install it if `main` did not.
+    let _ = fantasy_telemetry::metrics_handle();
+    let runtime = Runtime::get(cfg.inference.library.as_deref())?;
+    let db = Db::connect(&cfg.db).await?;
+    db.migrate().await?;
+    let cache = Cache::connect(&cfg.redis).await.with_context(|| {
+        format!(
+            "cannot connect to Redis at {}",
+            fantasy_config::redact_url(cfg.redis.url.expose())
+        )
+    })?;
+    let topics = cfg.kafka.topics();
+    if cfg.kafka.create_topics {
+        let specs: Vec<_> = Topic::ALL
+            .iter()
+            .map(|t| t.spec(&cfg.kafka.topic_prefix, cfg.kafka.partitions))
+            .collect();
+        ensure_topics(&cfg.kafka, &specs).await?;
+    }
+    let producer = Producer::new(&cfg.kafka).context("creating the Kafka producer")?;
+
+    let engine = Arc::new(Engine::empty());
+    let batcher_cfg = cfg.inference.batcher.clone();
+    let registry = Registry::new(db.clone());
+    match &cfg.model_path {
+        Some(path) => {
+            engine.swap(models::from_file(runtime, path, &batcher_cfg).await?);
+        }
+        None => {
+            match models::from_registry(runtime, &registry, &cfg.model_name, &batcher_cfg).await? {
+                Some(b) => {
+                    engine.swap(b);
+                }
+                None => tracing::warn!(
+                    model = %cfg.model_name,
+                    "no active model in the registry yet: serving 503 until one is announced on `models`"
+                ),
+            }
+        }
+    }
+
+    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    let consumers = CancellationToken::new();
+    if cfg.stream {
+        let mut opts = ConsumerOptions::new(&cfg.group_id, [&topics.games]);
+        opts.max_batch = cfg.stream_max_batch;
+        opts.max_wait = cfg.stream_max_wait;
+        let consumer = Consumer::<Game>::new(&cfg.kafka, opts)?;
+        let handler =
+            stream::GamesHandler::new(engine.clone(), db.clone(), cache.clone(), producer.clone());
+        let token = consumers.clone();
+        tasks.spawn(async move {
+            (
+                "games consumer",
+                consumer
+                    .run(handler, token)
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into),
+            )
+        });
+    }
+    if cfg.model_path.is_none() {
+        // Every replica reads every announcement: a group of its own.
+        let mut opts = ConsumerOptions::new(
+            format!("predictor-models-{}", uuid::Uuid::new_v4().simple()),
+            [&topics.models],
+        );
+        // From the start of the compacted topic: an activation made while
+        // this replica was loading is not missed.
+        opts.start_from = StartFrom::Earliest;
+        let consumer = Consumer::<ModelPublished>::new(&cfg.kafka, opts)?;
+        let handler = models::ModelsHandler {
+            runtime,
+            engine: engine.clone(),
+            registry: registry.clone(),
+            model_name: cfg.model_name.clone(),
+            cfg: batcher_cfg.clone(),
+            refused: Default::default(),
+        };
+        let token = consumers.clone();
+        tasks.spawn(async move {
+            (
+                "models consumer",
+                consumer
+                    .run(handler, token)
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into),
+            )
+        });
+    }
+
+    let readiness = {
+        let (engine, db, cache, kafka) =
+            (engine.clone(), db.clone(), cache.clone(), cfg.kafka.clone());
+        Readiness::new()
+            .check("model", move || {
+                let loaded = engine.current().is_some();
+                async move {
+                    anyhow::ensure!(loaded, "no model loaded");
+                    Ok(())
+                }
+            })
+            .check("postgres", move || {
+                let db = db.clone();
+                async move { db.ping().await }
+            })
+            .check("redis", move || {
+                let cache = cache.clone();
+                async move { cache.ping().await.map_err(Into::into) }
+            })
+            .check("kafka", move || {
+                let kafka = kafka.clone();
+                async move {
+                    fetch_broker_info(&kafka, Duration::from_secs(2))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| anyhow::anyhow!("no broker answered: {e}"))
+                }
+            })
+    };
+    let state = api::AppState {
+        engine: engine.clone(),
+        db: db.clone(),
+        cache,
+        max_batch_items: cfg.max_batch_items,
+    };
+    let auth = Arc::new(Authenticator::new(&cfg.auth));
+    let limiter = cfg
+        .http
+        .rate_limit
+        .map(|(r, b)| Arc::new(RateLimiter::new(r, b)));
+    let router = layers::apply(
+        api::router(state, auth, limiter).merge(fantasy_telemetry::router(readiness)),
+        &cfg.http,
+        "predictor",
+    );
+    let http_stop = CancellationToken::new();
+    let http_token = http_stop.clone();
+    let addr = listener.local_addr()?;
+    let mut http = tokio::spawn(fantasy_http::serve(listener, router, http_token));
+    tracing::info!(%addr, "predictor listening");
+
+    // Run until asked to stop or until a part fails.
+    let failure = tokio::select! {
+        () = shutdown.cancelled() => None,
+        Some(done) = tasks.join_next() => Some(match done {
+            Ok((name, Ok(()))) => anyhow::anyhow!("the {name} stopped unexpectedly"),
+            Ok((name, Err(e))) => e.context(format!("the {name} failed")),
+            Err(e) => anyhow::anyhow!("a task panicked: {e}"),
+        }),
+        r = &mut http => Some(match r {
+            Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped unexpectedly"),
+            Ok(Err(e)) => anyhow::Error::from(e).context("the HTTP server failed"),
+            Err(e) => anyhow::anyhow!("the HTTP server panicked: {e}"),
+        }),
+    };
+    if let Some(e) = &failure {
+        tracing::error!("stopping: {e:#}");
+    }
+
+    tracing::info!("shutting down: draining HTTP requests");
+    http_stop.cancel();
+    if !http.is_finished()
+        && tokio::time::timeout(cfg.shutdown_timeout, &mut http)
+            .await
+            .is_err()
+    {
+        tracing::warn!(timeout = ?cfg.shutdown_timeout, "requests still in flight at the shutdown deadline");
+        http.abort();
+    }
+    tracing::info!("shutting down: stopping consumers");
+    consumers.cancel();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((name, Err(e))) = done {
+            tracing::warn!("the {name} stopped with an error: {e:#}");
+        }
+    }
+    if let Err(e) = producer.flush(Duration::from_secs(5)) {
+        tracing::warn!("some predictions were not delivered before exit: {e}");
+    }
+    db.close().await;
+    tracing::info!("predictor stopped");
+    failure.map_or(Ok(()), Err)
+}
