@@ -58,6 +58,7 @@ pub struct Batcher {
     info: Arc<ModelInfo>,
     spec: Arc<ModelSpec>,
     queue: Sender<Job>,
+    rejected: metrics::Counter,
     _workers: Vec<JoinHandle<()>>,
 }
 
@@ -134,6 +135,7 @@ impl Batcher {
                     max_batch: cfg.max_batch.max(1),
                     max_queue_delay: cfg.max_queue_delay,
                     version: info.version.clone(),
+                    metrics: WorkerMetrics::new(),
                 };
                 std::thread::Builder::new()
                     .name(format!("inference-{i}"))
@@ -156,6 +158,7 @@ impl Batcher {
             info,
             spec,
             queue,
+            rejected: metrics::counter!("inference_rejected_total", "reason" => "overloaded"),
             _workers: workers,
         })
     }
@@ -218,6 +221,29 @@ impl Batcher {
     }
 }
 
+/// Metric handles, looked up once: the hot loop only touches atomics.
+struct WorkerMetrics {
+    queue_wait: metrics::Histogram,
+    queue_depth: metrics::Gauge,
+    batch_seconds: metrics::Histogram,
+    batch_rows: metrics::Histogram,
+    rows: metrics::Counter,
+    failures: metrics::Counter,
+}
+
+impl WorkerMetrics {
+    fn new() -> Self {
+        Self {
+            queue_wait: metrics::histogram!("inference_queue_wait_seconds"),
+            queue_depth: metrics::gauge!("inference_queue_depth"),
+            batch_seconds: metrics::histogram!("inference_batch_seconds"),
+            batch_rows: metrics::histogram!("inference_batch_rows"),
+            rows: metrics::counter!("inference_rows_total"),
+            failures: metrics::counter!("inference_batch_failures_total"),
+        }
+    }
+}
+
 struct Worker {
     session: Session,
     spec: Arc<ModelSpec>,
@@ -225,6 +251,7 @@ struct Worker {
     max_batch: usize,
     max_queue_delay: Duration,
     version: String,
+    metrics: WorkerMetrics,
 }
 
 impl Worker {
@@ -245,19 +272,28 @@ impl Worker {
             let mut rows = first.rows;
             batch.push(first);
             let deadline = Instant::now() + self.max_queue_delay;
-            while rows < self.max_batch {
-                let next = if self.max_queue_delay.is_zero() {
-                    self.jobs.try_recv().ok()
-                } else {
-                    self.jobs.recv_deadline(deadline).ok()
-                };
-                let Some(job) = next else { break };
-                if rows + job.rows > self.max_batch {
-                    carry = Some(job);
+            loop {
+                // Take everything already queued, up to max_batch.
+                while rows < self.max_batch && carry.is_none() {
+                    let Ok(job) = self.jobs.try_recv() else { break };
+                    if rows + job.rows > self.max_batch {
+                        carry = Some(job);
+                    } else {
+                        rows += job.rows;
+                        batch.push(job);
+                    }
+                }
+                if rows >= self.max_batch || carry.is_some() {
                     break;
                 }
-                rows += job.rows;
-                batch.push(job);
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                // Nap rather than block on the queue: a blocked receiver
+                // makes every sender pay a wake-up system call, which at
+                // thousands of requests per batch costs more than the model.
+                std::thread::sleep((deadline - now).min(Duration::from_micros(50)));
             }
             // A caller that gave up (timeout, disconnect) needs no answer.
             batch.retain(|j| !j.reply.is_closed());
@@ -266,34 +302,41 @@ impl Worker {
             }
             rows = batch.iter().map(|j| j.rows).sum();
             input.clear();
-            let now = Instant::now();
             for job in &batch {
                 input.extend_from_slice(&job.features);
-                metrics::histogram!("inference_queue_wait_seconds")
-                    .record(now.duration_since(job.enqueued).as_secs_f64());
             }
+            // The first job waited longest: one sample per batch is enough.
+            self.metrics
+                .queue_wait
+                .record(batch[0].enqueued.elapsed().as_secs_f64());
+            self.metrics.queue_depth.set(self.jobs.len() as f64);
             let started = Instant::now();
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 run_rows(&mut self.session, &self.spec, &input, rows, &mut probs)
             }))
             .unwrap_or_else(|_| Err("ONNX Runtime panicked".to_owned()));
-            let elapsed = started.elapsed().as_secs_f64();
-            metrics::histogram!("inference_batch_seconds").record(elapsed);
-            metrics::histogram!("inference_batch_rows").record(rows as f64);
+            self.metrics
+                .batch_seconds
+                .record(started.elapsed().as_secs_f64());
+            self.metrics.batch_rows.record(rows as f64);
             match result {
                 Ok(()) => {
-                    metrics::counter!("inference_rows_total").increment(rows as u64);
+                    self.metrics.rows.increment(rows as u64);
                     let mut at = 0;
                     for job in batch.drain(..) {
-                        let part = probs[at..at + job.rows].to_vec();
+                        // The answer goes back in the request's own buffer:
+                        // no allocation per request.
+                        let mut answer = job.features;
+                        answer.clear();
+                        answer.extend_from_slice(&probs[at..at + job.rows]);
                         at += job.rows;
-                        let _ = job.reply.send(Ok(part));
+                        let _ = job.reply.send(Ok(answer));
                     }
                 }
                 Err(e) => {
                     // Only this batch's requests fail; the worker goes on.
                     tracing::error!(version = %self.version, rows, requests = batch.len(), "inference batch failed: {e}");
-                    metrics::counter!("inference_batch_failures_total").increment(1);
+                    self.metrics.failures.increment(1);
                     for job in batch.drain(..) {
                         let _ = job.reply.send(Err(PredictError::Failed(e.clone())));
                     }

@@ -48,6 +48,14 @@ impl Engine {
             "now serving model"
         );
         metrics::counter!("inference_model_swaps_total").increment(1);
+        // An info-style gauge: 1 for the version serving, 0 for the one before.
+        if let Some(old) = &old {
+            let i = old.info();
+            metrics::gauge!("inference_model_info", "version" => i.version.clone(), "device" => i.device.clone())
+                .set(0.0);
+        }
+        metrics::gauge!("inference_model_info", "version" => info.version.clone(), "device" => info.device.clone())
+            .set(1.0);
         old
     }
 
