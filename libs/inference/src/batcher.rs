@@ -210,13 +210,11 @@ impl Batcher {
         match self.queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                metrics::counter!("inference_rejected_total", "reason" => "overloaded")
-                    .increment(1);
+                self.rejected.increment(1);
                 return Err(PredictError::Overloaded);
             }
             Err(TrySendError::Disconnected(_)) => return Err(PredictError::Stopped),
         }
-        metrics::gauge!("inference_queue_depth").set(self.queue.len() as f64);
         answer.await.unwrap_or(Err(PredictError::Stopped))
     }
 }
