@@ -84,12 +84,17 @@ impl Batcher {
     ) -> Result<Self, InferenceError> {
         let sha256 = sha256_hex(model);
         let mut sessions = Vec::with_capacity(cfg.workers.max(1));
-        let (first, device) = runtime.session(model, cfg.device, cfg.intra_threads)?;
+        let (first, device) =
+            runtime.session_with(model, cfg.device, cfg.intra_threads, cfg.tf32)?;
         let spec = inspect(&first, cfg.output.as_deref())?;
         sessions.push(first);
         for _ in 1..cfg.workers.max(1) {
             // Same device as the first: `auto` was resolved there.
-            sessions.push(runtime.session(model, device, cfg.intra_threads)?.0);
+            sessions.push(
+                runtime
+                    .session_with(model, device, cfg.intra_threads, cfg.tf32)?
+                    .0,
+            );
         }
         // Probe: one batch of several rows and one single row, so a model
         // whose batch dimension is not really dynamic fails here, not live.

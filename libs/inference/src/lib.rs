@@ -60,6 +60,9 @@ pub struct BatcherConfig {
     pub queue_capacity: usize,
     /// `MODEL_OUTPUT`: the output to read, when the model has several.
     pub output: Option<String>,
+    /// `INFERENCE_TF32`: let CUDA use TF32 tensor cores (off: answers match
+    /// the CPU's within 1e-5).
+    pub tf32: bool,
 }
 
 impl Default for BatcherConfig {
@@ -72,6 +75,7 @@ impl Default for BatcherConfig {
             max_queue_delay: Duration::ZERO,
             queue_capacity: 4096,
             output: None,
+            tf32: false,
         }
     }
 }
@@ -99,6 +103,7 @@ impl InferenceConfig {
                 max_queue_delay: p.duration("MAX_QUEUE_DELAY", d.max_queue_delay),
                 queue_capacity: p.ranged("QUEUE_CAPACITY", d.queue_capacity, 1..=1_000_000),
                 output: p.string_opt("MODEL_OUTPUT"),
+                tf32: p.flag("INFERENCE_TF32", d.tf32),
             },
         }
     }
@@ -110,7 +115,7 @@ impl fmt::Display for InferenceConfig {
         write!(
             f,
             "library={} device={} workers={} intra_threads={} max_batch={} max_queue_delay={:?} \
-             queue_capacity={} output={}",
+             queue_capacity={} output={} tf32={}",
             self.library
                 .as_ref()
                 .map(|p| p.display().to_string())
@@ -121,7 +126,8 @@ impl fmt::Display for InferenceConfig {
             b.max_batch,
             b.max_queue_delay,
             b.queue_capacity,
-            b.output.as_deref().unwrap_or("(by shape)")
+            b.output.as_deref().unwrap_or("(by shape)"),
+            b.tf32
         )
     }
 }

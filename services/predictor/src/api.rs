@@ -15,14 +15,17 @@ use fantasy_inference::{Engine, ModelInfo, PredictError};
 use fantasy_messages::Prediction;
 use serde::{Deserialize, Serialize};
 
-/// What the handlers share.
-#[derive(Clone, Debug)]
+/// What the handlers share (behind an `Arc`: axum clones the state for
+/// every request).
+#[derive(Debug)]
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub db: Db,
     pub cache: Cache,
     pub max_batch_items: usize,
 }
+
+type Shared = State<Arc<AppState>>;
 
 /// `POST /v1/predict`.
 #[derive(Debug, Deserialize)]
@@ -95,7 +98,7 @@ fn predict_error(e: PredictError) -> ApiError {
 }
 
 async fn predict(
-    State(state): State<AppState>,
+    State(state): Shared,
     ApiJson(req): ApiJson<PredictRequest>,
 ) -> Result<Json<PredictResponse>, ApiError> {
     let batcher = state
@@ -116,7 +119,7 @@ async fn predict(
 }
 
 async fn predict_batch(
-    State(state): State<AppState>,
+    State(state): Shared,
     ApiJson(req): ApiJson<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let n = req.items.len();
@@ -164,7 +167,7 @@ async fn predict_batch(
 }
 
 async fn latest_prediction(
-    State(state): State<AppState>,
+    State(state): Shared,
     Path(game_id): Path<String>,
 ) -> Result<Json<Prediction>, ApiError> {
     match state.cache.latest_prediction(&game_id).await {
@@ -182,7 +185,7 @@ async fn latest_prediction(
     }
 }
 
-async fn active_model(State(state): State<AppState>) -> Result<Json<ModelInfo>, ApiError> {
+async fn active_model(State(state): Shared) -> Result<Json<ModelInfo>, ApiError> {
     state
         .engine
         .info()
@@ -192,7 +195,7 @@ async fn active_model(State(state): State<AppState>) -> Result<Json<ModelInfo>, 
 
 /// The API routes, authenticated (and rate-limited when configured).
 pub fn router(
-    state: AppState,
+    state: Arc<AppState>,
     auth: Arc<Authenticator>,
     limiter: Option<Arc<RateLimiter>>,
 ) -> Router {

@@ -172,12 +172,12 @@ pub async fn run(
                 }
             })
     };
-    let state = api::AppState {
+    let state = Arc::new(api::AppState {
         engine: engine.clone(),
         db: db.clone(),
         cache,
         max_batch_items: cfg.max_batch_items,
-    };
+    });
     let auth = Arc::new(Authenticator::new(&cfg.auth));
     let limiter = cfg
         .http
