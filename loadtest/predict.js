@@ -2,8 +2,8 @@
 //
 //   BASE_URL=http://127.0.0.1:8080 k6 run loadtest/predict.js
 //
-// `single`: POST /v1/predict at a constant arrival rate (RATE, default 2000/s).
-// `batch`:  POST /v1/predict/batch with 32 items (BATCH_RATE, default 200/s).
+// `single`: POST /v1/predict at a constant arrival rate (RATE, default 1000/s).
+// `batch`:  POST /v1/predict/batch with 32 items (BATCH_RATE, default 100/s).
 // Thresholds: under 1% failed requests; p99 under 10 ms (single) and 50 ms
 // (batch). k6 costs far more CPU per request than the server, so peak rates
 // are measured with wrk (loadtest/run.sh does both).
@@ -22,7 +22,7 @@ export const options = {
     single: {
       executor: 'constant-arrival-rate',
       exec: 'single',
-      rate: Number(__ENV.RATE || 2000),
+      rate: Number(__ENV.RATE || 1000),
       timeUnit: '1s',
       duration: DURATION,
       preAllocatedVUs: 50,
@@ -31,7 +31,7 @@ export const options = {
     batch: {
       executor: 'constant-arrival-rate',
       exec: 'batch',
-      rate: Number(__ENV.BATCH_RATE || 200),
+      rate: Number(__ENV.BATCH_RATE || 100),
       timeUnit: '1s',
       duration: DURATION,
       preAllocatedVUs: 10,

@@ -126,7 +126,10 @@ fn main() -> anyhow::Result<()> {
         );
         let text = metrics.render();
         for line in text.lines().filter(|l| {
-            l.starts_with("inference_batch_rows_sum")
+            l.starts_with("predictor_stream_sink_seconds_sum")
+                || l.starts_with("predictor_stream_sink_seconds_count")
+                || l.starts_with("inference_batch_seconds_sum")
+                || l.starts_with("inference_batch_rows_sum")
                 || l.starts_with("inference_batch_rows_count")
                 || l.starts_with("kafka_consumer_batch_size_sum")
                 || l.starts_with("kafka_consumer_batch_size_count")

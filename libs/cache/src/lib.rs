@@ -194,10 +194,14 @@ impl Cache {
         format!("{}prediction:{game_id}", self.prefix)
     }
 
-    /// Stores each prediction as its game's latest, in one pipelined round
-    /// trip, unless a newer one is already there (a redelivered or reordered
-    /// message never rolls the cache back). Within `predictions`, the last of
-    /// each game wins unless an earlier one is newer.
+    /// Stores each prediction as its game's latest, unless a newer one is
+    /// already there (a redelivered or reordered message never rolls the
+    /// cache back). Within `predictions`, the last of each game wins unless
+    /// an earlier one is newer.
+    ///
+    /// The compare-and-set runs in Redis as one script call per chunk of
+    /// predictions (not one per prediction): at stream rates the per-command
+    /// cost, not the network, is what limits Redis.
     pub async fn set_latest_predictions(
         &self,
         predictions: &[Prediction],
@@ -205,26 +209,26 @@ impl Cache {
         if predictions.is_empty() {
             return Ok(());
         }
-        // One script call per prediction, pipelined: compare-and-set on
-        // `predicted_at` (stored beside the JSON in a hash) runs atomically in
-        // Redis, so concurrent writers cannot interleave.
+        const CHUNK: usize = 500;
         let script = latest_prediction_script();
         let ttl = ttl_secs(self.prediction_ttl);
         let mut pipe = redis::pipe();
         // Loading first costs one SHA-1 of a short script on the server and
         // makes the pipeline work on a Redis that restarted since last time.
         pipe.load_script(script).ignore();
-        for p in predictions {
-            let payload = fantasy_messages::encode(p)?;
-            let mut invocation = script.key(self.prediction_key(p.key()));
-            invocation
-                .arg(p.predicted_at.timestamp_micros())
-                .arg(payload)
-                .arg(ttl);
-            pipe.invoke_script(&invocation);
+        for chunk in predictions.chunks(CHUNK) {
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(ttl);
+            for p in chunk {
+                invocation
+                    .key(self.prediction_key(p.key()))
+                    .arg(p.predicted_at.timestamp_micros())
+                    .arg(fantasy_messages::encode(p)?);
+            }
+            pipe.invoke_script(&invocation).ignore();
         }
         let mut conn = self.conn.clone();
-        let _: Vec<i64> = pipe.query_async(&mut conn).await?;
+        let () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
@@ -275,15 +279,20 @@ fn decode_cached<M: Message>(key: &str, bytes: Option<Vec<u8>>) -> Result<Option
 fn latest_prediction_script() -> &'static redis::Script {
     static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| {
+        // KEYS[i]: a game's hash; ARGV[1]: TTL in seconds; then for key i,
+        // ARGV[2i]: predicted_at (µs since the epoch), ARGV[2i+1]: the JSON.
         redis::Script::new(
             r#"
-            local current = redis.call('HGET', KEYS[1], 'at')
-            if current and tonumber(current) > tonumber(ARGV[1]) then
-                return 0
+            local ttl = ARGV[1]
+            for i, key in ipairs(KEYS) do
+                local at = ARGV[2 * i]
+                local current = redis.call('HGET', key, 'at')
+                if not current or tonumber(current) <= tonumber(at) then
+                    redis.call('HSET', key, 'at', at, 'json', ARGV[2 * i + 1])
+                    redis.call('EXPIRE', key, ttl)
+                end
             end
-            redis.call('HSET', KEYS[1], 'at', ARGV[1], 'json', ARGV[2])
-            redis.call('EXPIRE', KEYS[1], ARGV[3])
-            return 1
+            return #KEYS
             "#,
         )
     })
