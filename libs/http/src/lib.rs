@@ -11,15 +11,18 @@
 //!   limits, per-client rate limits, request metrics and request ids.
 //! - [`serve`]: the server loop with graceful shutdown, and
 //!   [`shutdown_signal`] for Ctrl-C and SIGTERM.
+//! - [`service_main`]: the whole `main` of a service binary.
 
 pub mod auth;
 mod error;
 mod json;
 pub mod layers;
+mod main_loop;
 mod server;
 
 pub use auth::{AuthConfig, Claims, Client};
 pub use error::ApiError;
 pub use json::ApiJson;
 pub use layers::{HttpConfig, RateLimiter};
+pub use main_loop::{ServiceConfig, service_main};
 pub use server::{serve, shutdown_signal};

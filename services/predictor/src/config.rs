@@ -97,3 +97,19 @@ impl Config {
         );
     }
 }
+
+impl fantasy_http::ServiceConfig for Config {
+    /// The binary's defaults: authentication required.
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Config::from_env(env, true)
+    }
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+    fn http_addr(&self) -> std::net::SocketAddr {
+        self.http.addr
+    }
+    fn log(&self) {
+        Config::log(self)
+    }
+}
