@@ -123,9 +123,10 @@ impl Handler<Game> for GamesHandler {
         cache?;
         kafka?;
         metrics::counter!("predictor_stream_predictions_total").increment(predictions.len() as u64);
+        let event_age = metrics::histogram!("predictor_stream_event_age_seconds");
         for g in &games {
             let age = (now - g.produced_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            metrics::histogram!("predictor_stream_event_age_seconds").record(age.max(0.0));
+            event_age.record(age.max(0.0));
         }
         Ok(())
     }
