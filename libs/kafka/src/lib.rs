@@ -10,6 +10,8 @@
 //!   shutdown). A failing handler is retried with backoff and never skipped; a
 //!   payload that cannot be decoded (a poison message) is counted, logged,
 //!   optionally copied to a dead-letter topic, and passed over.
+//! - [`TailReader`] reads every partition of a topic from chosen offsets,
+//!   outside any group (each fanout replica reads everything).
 //! - [`ensure_topics`] creates the stack's topics on a real broker.
 //! - [`EmbeddedBroker`] (feature `embedded`) runs librdkafka's mock cluster in
 //!   process: the Kafka protocol over TCP on 127.0.0.1, which other processes
@@ -21,6 +23,7 @@ mod consumer;
 #[cfg(feature = "embedded")]
 mod embedded;
 mod producer;
+mod tail;
 mod trace;
 
 pub use admin::{BrokerInfo, ensure_topics, fetch_broker_info};
@@ -33,3 +36,4 @@ pub use consumer::{
 pub use embedded::EmbeddedBroker;
 pub use producer::{Producer, PublishError};
 pub use rdkafka::error::KafkaError;
+pub use tail::{TailReader, TailRecord, TailStart};

@@ -478,3 +478,63 @@ async fn a_topic_the_broker_cannot_create_is_a_clear_error() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_readers_see_every_partition_from_where_they_start() {
+    use fantasy_kafka::{TailReader, TailStart};
+    let (_broker, cfg) = setup();
+    let topic = cfg.topics().predictions;
+    let producer = Producer::new(&cfg).unwrap();
+    let batch: Vec<Game> = games(40, "tail");
+    with_timeout(producer.publish_batch_to(&topic, &batch))
+        .await
+        .unwrap();
+
+    // The last 2 of each partition, then live.
+    let history = TailReader::open(&cfg, &topic, TailStart::LastPerPartition(2))
+        .await
+        .unwrap();
+    let live = TailReader::open(&cfg, &topic, TailStart::End)
+        .await
+        .unwrap();
+    assert_eq!(history.starts().len(), 8);
+    let mut seen = Vec::new();
+    while let Some(r) = history.recv_timeout(Duration::from_secs(3)).await {
+        seen.push(r.unwrap());
+    }
+    let mut per_partition = std::collections::HashMap::<i32, usize>::new();
+    for r in &seen {
+        *per_partition.entry(r.partition).or_default() += 1;
+    }
+    assert!(per_partition.values().all(|&n| n <= 2), "{per_partition:?}");
+    assert_eq!(seen.len(), per_partition.values().sum::<usize>());
+
+    // New messages reach both readers, at the same positions.
+    let more = games(10, "tail-new");
+    with_timeout(producer.publish_batch_to(&topic, &more))
+        .await
+        .unwrap();
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    while a.len() < 10 || b.len() < 10 {
+        if a.len() < 10 {
+            let r = history
+                .recv_timeout(Duration::from_secs(10))
+                .await
+                .expect("history reader")
+                .unwrap();
+            a.push((r.partition, r.offset));
+        }
+        if b.len() < 10 {
+            let r = live
+                .recv_timeout(Duration::from_secs(10))
+                .await
+                .expect("live reader")
+                .unwrap();
+            b.push((r.partition, r.offset));
+        }
+    }
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
