@@ -40,6 +40,8 @@ pub struct TailReader {
     topic: String,
     /// Where reading began on each partition (index = partition).
     starts: Vec<i64>,
+    /// The end of each partition when the reader opened.
+    ends: Vec<i64>,
 }
 
 impl std::fmt::Debug for TailReader {
@@ -72,42 +74,46 @@ impl TailReader {
         let name = topic.clone();
         let timeout = cfg.request_timeout;
         // Metadata and watermarks block their thread.
-        let (consumer, starts) = tokio::task::spawn_blocking(move || -> Result<_, KafkaError> {
-            let probe: BaseConsumer = c.create()?;
-            let metadata = probe.fetch_metadata(Some(&topic), timeout)?;
-            let partitions = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .map(|t| t.partitions().len())
-                .unwrap_or(0);
-            if partitions == 0 {
-                return Err(KafkaError::MetadataFetch(
-                    RDKafkaErrorCode::UnknownTopicOrPartition,
-                ));
-            }
-            let mut starts = Vec::with_capacity(partitions);
-            let mut tpl = TopicPartitionList::with_capacity(partitions);
-            for p in 0..partitions as i32 {
-                let (low, high) = probe.fetch_watermarks(&topic, p, timeout)?;
-                let from = match start {
-                    TailStart::End => high,
-                    TailStart::LastPerPartition(n) => (high - n.max(0)).max(low),
-                };
-                starts.push(from);
-                tpl.add_partition_offset(&topic, p, Offset::Offset(from))?;
-            }
-            drop(probe);
-            let consumer: StreamConsumer = c.create()?;
-            consumer.assign(&tpl)?;
-            Ok((consumer, starts))
-        })
-        .await
-        .unwrap_or(Err(KafkaError::Canceled))?;
+        let (consumer, starts, ends) =
+            tokio::task::spawn_blocking(move || -> Result<_, KafkaError> {
+                let probe: BaseConsumer = c.create()?;
+                let metadata = probe.fetch_metadata(Some(&topic), timeout)?;
+                let partitions = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map(|t| t.partitions().len())
+                    .unwrap_or(0);
+                if partitions == 0 {
+                    return Err(KafkaError::MetadataFetch(
+                        RDKafkaErrorCode::UnknownTopicOrPartition,
+                    ));
+                }
+                let mut starts = Vec::with_capacity(partitions);
+                let mut ends = Vec::with_capacity(partitions);
+                let mut tpl = TopicPartitionList::with_capacity(partitions);
+                for p in 0..partitions as i32 {
+                    let (low, high) = probe.fetch_watermarks(&topic, p, timeout)?;
+                    let from = match start {
+                        TailStart::End => high,
+                        TailStart::LastPerPartition(n) => (high - n.max(0)).max(low),
+                    };
+                    starts.push(from);
+                    ends.push(high);
+                    tpl.add_partition_offset(&topic, p, Offset::Offset(from))?;
+                }
+                drop(probe);
+                let consumer: StreamConsumer = c.create()?;
+                consumer.assign(&tpl)?;
+                Ok((consumer, starts, ends))
+            })
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))?;
         Ok(Self {
             inner: consumer,
             topic: name,
             starts,
+            ends,
         })
     }
 
@@ -120,6 +126,12 @@ impl TailReader {
     /// nothing before it was seen.
     pub fn starts(&self) -> &[i64] {
         &self.starts
+    }
+
+    /// Each partition's end when the reader opened: once a partition's
+    /// offset reaches `end - 1`, its backlog is read.
+    pub fn ends(&self) -> &[i64] {
+        &self.ends
     }
 
     /// The next message, waiting for one.

@@ -1,0 +1,364 @@
+//! One WebSocket connection.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use fantasy_cache::Cache;
+use fantasy_http::Client;
+use futures::SinkExt as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Limits;
+use crate::hub::{Conn, Frame, Hub};
+use crate::protocol::{self, Channel, ClientOp, OpError};
+
+/// Frames written per flush: a burst goes out in few system calls.
+const WRITE_BATCH: usize = 64;
+
+/// How long one batch of writes may take before the client counts as slow.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the close frame may wait behind frames already on their way
+/// (a slow client reads those first).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the server waits for the client's close frame.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+
+/// Metric handles of the connection tasks.
+#[derive(Debug)]
+pub struct ConnMetrics {
+    bytes_out: metrics::Counter,
+    latency: metrics::Histogram,
+    recovered: metrics::Counter,
+    not_recovered: metrics::Counter,
+}
+
+impl ConnMetrics {
+    pub fn new() -> Self {
+        Self {
+            bytes_out: metrics::counter!("fanout_bytes_out_total"),
+            latency: metrics::histogram!("fanout_e2e_latency_seconds"),
+            recovered: metrics::counter!("fanout_recovery_total", "result" => "hit"),
+            not_recovered: metrics::counter!("fanout_recovery_total", "result" => "miss"),
+        }
+    }
+}
+
+impl Default for ConnMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a connection task needs.
+#[derive(Debug)]
+pub struct Context {
+    pub hub: Arc<Hub>,
+    pub cache: Cache,
+    pub limits: Limits,
+    pub shutdown: CancellationToken,
+    pub metrics: Arc<ConnMetrics>,
+}
+
+enum Exit {
+    Close(u16, &'static str),
+    Gone,
+}
+
+struct Session<'a> {
+    ctx: &'a Context,
+    client: Client,
+    conn: Arc<Conn>,
+    socket: WebSocket,
+    subs: BTreeSet<Channel>,
+    written: u64,
+}
+
+/// Runs a connection until the client leaves, is kicked, or the server
+/// stops; always unsubscribes it everywhere on the way out.
+pub async fn run(socket: WebSocket, client: Client, ctx: Arc<Context>) {
+    let (conn, rx) = ctx.hub.connect();
+    let mut s = Session {
+        ctx: &ctx,
+        client,
+        conn,
+        socket,
+        subs: BTreeSet::new(),
+        written: 0,
+    };
+    let exit = s.serve(rx).await;
+    for ch in &s.subs {
+        ctx.hub.unsubscribe(s.conn.id, ch);
+    }
+    if let Exit::Close(code, reason) = exit {
+        close(&mut s.socket, code, reason).await;
+    }
+}
+
+/// The closing handshake: send the close frame (behind what is already on
+/// its way), then read until the client answers with its own, so the TCP
+/// connection ends cleanly. Dropping the socket at once would reset it when
+/// the client's late frames (a pong) arrive, and the client could lose the
+/// close frame, and with it the reason, from its receive buffer.
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }));
+    if !matches!(
+        tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+impl Session<'_> {
+    async fn serve(&mut self, mut rx: mpsc::Receiver<Frame>) -> Exit {
+        let limits = self.ctx.limits.clone();
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + limits.ping_interval,
+            limits.ping_interval,
+        );
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                () = self.ctx.shutdown.cancelled() => return Exit::Close(1001, "server shutting down"),
+                () = self.conn.kicked.notified() => {
+                    let (code, reason) = self.conn.kick_reason().unwrap_or((4001, "slow client"));
+                    return Exit::Close(code, reason);
+                }
+                frame = rx.recv() => {
+                    let Some(frame) = frame else { return Exit::Gone };
+                    if let Err(exit) = self.write_burst(frame, &mut rx).await {
+                        return exit;
+                    }
+                }
+                msg = self.socket.recv() => {
+                    last_heard = Instant::now();
+                    match msg {
+                        None | Some(Ok(Message::Close(_))) => return Exit::Gone,
+                        Some(Err(e)) => {
+                            // A frame over the limit is the one error the
+                            // client can fix; anything else is a dead link.
+                            let text = e.to_string();
+                            if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("size") {
+                                return Exit::Close(1009, "frame too large");
+                            }
+                            return Exit::Gone;
+                        }
+                        Some(Ok(Message::Text(text))) => {
+                            if let Err(exit) = self.handle_op(&text).await {
+                                return exit;
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            if self.send(protocol::error_frame("malformed", "send JSON text frames")).await.is_err() {
+                                return Exit::Gone;
+                            }
+                        }
+                        // Pings are answered by the WebSocket layer; a pong
+                        // only proves the client is alive.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > limits.idle_timeout {
+                        return Exit::Close(4002, "idle: no pong within IDLE_TIMEOUT");
+                    }
+                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return Exit::Gone;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, text: Utf8Bytes) -> Result<(), Exit> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Exit::Gone),
+            Err(_) => Err(Exit::Close(4001, "slow client: writes time out")),
+        }
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch), then
+    /// flushes once.
+    async fn write_burst(
+        &mut self,
+        first: Frame,
+        rx: &mut mpsc::Receiver<Frame>,
+    ) -> Result<(), Exit> {
+        let metrics = Arc::clone(&self.ctx.metrics);
+        let write = async {
+            let mut bytes = 0u64;
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(frame) = next.take() {
+                bytes += frame.text.len() as u64;
+                self.written += 1;
+                // One latency sample in 16 frames: histograms keep samples
+                // until scraped, and a busy process writes 10^5 frames/s.
+                if frame.produced_us > 0 && self.written.is_multiple_of(16) {
+                    let now = chrono::Utc::now().timestamp_micros();
+                    metrics
+                        .latency
+                        .record((now - frame.produced_us).max(0) as f64 / 1e6);
+                }
+                self.socket.feed(Message::Text(frame.text)).await?;
+                n += 1;
+                if n < WRITE_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.socket.flush().await?;
+            metrics.bytes_out.increment(bytes);
+            Ok::<(), axum::Error>(())
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Exit::Gone),
+            Err(_) => Err(Exit::Close(4001, "slow client: writes time out")),
+        }
+    }
+
+    async fn handle_op(&mut self, text: &str) -> Result<(), Exit> {
+        let op = match protocol::parse_op(text) {
+            Ok(op) => op,
+            Err(OpError::UnknownOp(op)) => {
+                return self
+                    .send(protocol::error_frame(
+                        "unknown_op",
+                        &format!("unknown op {op:?}; use subscribe, unsubscribe or ping"),
+                    ))
+                    .await;
+            }
+            Err(OpError::Malformed(why)) => {
+                return self.send(protocol::error_frame("malformed", &why)).await;
+            }
+        };
+        match op {
+            ClientOp::Ping { id } => self.send(protocol::pong_frame(id.as_ref())).await,
+            ClientOp::Unsubscribe { channels } => {
+                for name in channels {
+                    match Channel::parse(&name) {
+                        Some(ch) => {
+                            self.ctx.hub.unsubscribe(self.conn.id, &ch);
+                            self.subs.remove(&ch);
+                            self.send(protocol::unsubscribed_frame(&name)).await?;
+                        }
+                        None => self.send(unknown_channel(&name)).await?,
+                    }
+                }
+                Ok(())
+            }
+            ClientOp::Subscribe { channels, since } => {
+                for name in channels {
+                    let Some(ch) = Channel::parse(&name) else {
+                        self.send(unknown_channel(&name)).await?;
+                        continue;
+                    };
+                    if let Some(allowed) = &self.client.channels
+                        && !ch.allowed_by(allowed)
+                    {
+                        self.send(protocol::error_frame(
+                            "forbidden_channel",
+                            &format!("your token does not allow {name}"),
+                        ))
+                        .await?;
+                        continue;
+                    }
+                    if !self.subs.contains(&ch)
+                        && self.subs.len() >= self.ctx.limits.max_subscriptions
+                    {
+                        self.send(protocol::error_frame(
+                            "too_many_subscriptions",
+                            &format!(
+                                "at most {} channels per connection",
+                                self.ctx.limits.max_subscriptions
+                            ),
+                        ))
+                        .await?;
+                        continue;
+                    }
+                    self.subscribe(ch, &name, since.get(&name)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        ch: Channel,
+        name: &str,
+        since: Option<&protocol::Positions>,
+    ) -> Result<(), Exit> {
+        let found = self.ctx.hub.subscribe(&self.conn, &ch, since.map(|s| &s.0));
+        self.subs.insert(ch.clone());
+        let recovered = found.recovered.unwrap_or(false);
+        self.send(protocol::subscribed_frame(
+            name,
+            recovered,
+            &found.positions,
+        ))
+        .await?;
+        match found.recovered {
+            Some(true) => {
+                self.ctx.metrics.recovered.increment(1);
+                for frame in found.replay {
+                    self.send(frame.text).await?;
+                }
+            }
+            Some(false) => {
+                self.ctx.metrics.not_recovered.increment(1);
+                let snapshot = snapshot(self.ctx, &ch, name).await;
+                self.send(snapshot).await?;
+            }
+            None => {
+                for frame in found.replay {
+                    self.send(frame.text).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The latest prediction of each game of the channel, from Redis.
+async fn snapshot(ctx: &Context, ch: &Channel, name: &str) -> Utf8Bytes {
+    let games = ctx.hub.snapshot_games(ch);
+    let ids: Vec<&str> = games.iter().map(String::as_str).collect();
+    let payloads = match ctx.cache.latest_predictions(&ids).await {
+        Ok(found) => found
+            .into_iter()
+            .flatten()
+            .filter_map(|p| fantasy_messages::encode(&p).ok())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(channel = name, "snapshot from Redis failed: {e}");
+            Vec::new()
+        }
+    };
+    protocol::snapshot_frame(name, &payloads)
+}
+
+fn unknown_channel(name: &str) -> Utf8Bytes {
+    protocol::error_frame(
+        "unknown_channel",
+        &format!("{name:?} is not a channel; use game:<id>, sport:<sport>, all or metrics"),
+    )
+}

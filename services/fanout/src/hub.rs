@@ -1,0 +1,447 @@
+//! Channels, their subscribers and their history.
+//!
+//! One Kafka reader task publishes into the hub; connection tasks subscribe
+//! and unsubscribe. Each channel has its own lock, held only for in-memory
+//! work (never across an await): publishing to a channel pushes the frame
+//! into its history and hands a clone of the same bytes to each subscriber's
+//! bounded queue. A subscriber whose queue is full is kicked (closed with
+//! 4001), never waited for: one slow client cannot slow the others.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use fantasy_kafka::TailRecord;
+use fantasy_messages::Prediction;
+use tokio::sync::{Notify, mpsc};
+
+use crate::config::Limits;
+use crate::protocol::{self, Channel};
+
+/// One frame on its way to clients.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub text: Utf8Bytes,
+    pub partition: i32,
+    pub offset: i64,
+    /// When the prediction was made (µs since the epoch), for the
+    /// end-to-end latency metric; 0 for frames that are not predictions.
+    pub produced_us: i64,
+    received: Instant,
+}
+
+impl Frame {
+    /// A frame outside the position sequence (subscribed, errors, ...).
+    pub fn control(text: Utf8Bytes) -> Self {
+        Self {
+            text,
+            partition: -1,
+            offset: -1,
+            produced_us: 0,
+            received: Instant::now(),
+        }
+    }
+}
+
+/// A connection as the hub sees it.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: u64,
+    tx: mpsc::Sender<Frame>,
+    kick: Mutex<Option<(u16, &'static str)>>,
+    pub kicked: Notify,
+}
+
+impl Conn {
+    /// Asks the connection to close with `code` and `reason` (the first
+    /// request wins).
+    pub fn kick(&self, code: u16, reason: &'static str) {
+        if let Ok(mut k) = self.kick.lock()
+            && k.is_none()
+        {
+            *k = Some((code, reason));
+            self.kicked.notify_one();
+        }
+    }
+
+    /// Why the connection was asked to close.
+    pub fn kick_reason(&self) -> Option<(u16, &'static str)> {
+        self.kick.lock().ok().and_then(|k| *k)
+    }
+}
+
+struct Sub {
+    conn: Arc<Conn>,
+    /// Positions the client has seen already (when it recovered from a
+    /// replica ahead of this one): frames at or below are not sent again.
+    floor: Option<Vec<i64>>,
+}
+
+#[derive(Default)]
+struct ChannelState {
+    subs: HashMap<u64, Sub>,
+    history: VecDeque<Frame>,
+    /// Per partition, the highest offset this channel's history dropped.
+    evicted: Vec<i64>,
+    last_message: Option<Instant>,
+}
+
+/// What a subscription found.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// `Some(true)`: everything after `since` is in `replay`;
+    /// `Some(false)`: history does not reach back, send a snapshot;
+    /// `None`: no `since` given.
+    pub recovered: Option<bool>,
+    pub replay: Vec<Frame>,
+    /// Where this replica stood on each partition.
+    pub positions: Vec<i64>,
+}
+
+/// Metric handles used per message.
+struct HubMetrics {
+    messages: metrics::Counter,
+    deliveries: metrics::Counter,
+    slow: metrics::Counter,
+    undecodable: metrics::Counter,
+}
+
+/// The channels of one fanout process.
+pub struct Hub {
+    channels: RwLock<HashMap<Channel, Arc<Mutex<ChannelState>>>>,
+    /// Per partition, the last offset published (starts one before where
+    /// the reader began: everything after it is known here).
+    positions: Mutex<Vec<i64>>,
+    known_from: Vec<i64>,
+    /// Latest prediction time per game, with its sport: what a snapshot
+    /// covers.
+    latest: Mutex<HashMap<String, (String, i64)>>,
+    limits: Limits,
+    next_id: AtomicU64,
+    metrics: HubMetrics,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub whose reader began at `starts` (offset per partition).
+    pub fn new(limits: Limits, starts: &[i64]) -> Self {
+        let known_from: Vec<i64> = starts.iter().map(|s| s - 1).collect();
+        Self {
+            channels: RwLock::default(),
+            positions: Mutex::new(known_from.clone()),
+            known_from,
+            latest: Mutex::default(),
+            limits,
+            next_id: AtomicU64::new(1),
+            metrics: HubMetrics {
+                messages: metrics::counter!("fanout_messages_in_total"),
+                deliveries: metrics::counter!("fanout_messages_out_total"),
+                slow: metrics::counter!("fanout_slow_closes_total"),
+                undecodable: metrics::counter!("fanout_undecodable_total"),
+            },
+        }
+    }
+
+    /// A new connection with a queue of `CLIENT_QUEUE` frames.
+    pub fn connect(&self) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
+        let (tx, rx) = mpsc::channel(self.limits.client_queue);
+        let conn = Arc::new(Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            tx,
+            kick: Mutex::new(None),
+            kicked: Notify::new(),
+        });
+        (conn, rx)
+    }
+
+    fn channel(&self, ch: &Channel) -> Arc<Mutex<ChannelState>> {
+        if let Ok(map) = self.channels.read()
+            && let Some(c) = map.get(ch)
+        {
+            return Arc::clone(c);
+        }
+        let mut map = match self.channels.write() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(map.entry(ch.clone()).or_default())
+    }
+
+    /// Routes one `predictions` record to its game's, sport's and the `all`
+    /// channel.
+    pub fn publish(&self, record: &TailRecord) {
+        self.metrics.messages.increment(1);
+        let Some(payload) = &record.payload else {
+            return;
+        };
+        let prediction: Prediction = match fantasy_messages::decode(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                self.metrics.undecodable.increment(1);
+                tracing::warn!(
+                    partition = record.partition,
+                    offset = record.offset,
+                    "undecodable prediction: {e}"
+                );
+                self.advance(record.partition, record.offset);
+                return;
+            }
+        };
+        let produced_us = prediction.predicted_at.timestamp_micros();
+        let received = Instant::now();
+        for ch in [
+            Channel::Game(prediction.game_id.clone()),
+            Channel::Sport(prediction.sport.clone()),
+            Channel::All,
+        ] {
+            let Some(text) =
+                protocol::prediction_frame(&ch.name(), record.partition, record.offset, payload)
+            else {
+                continue;
+            };
+            let frame = Frame {
+                text,
+                partition: record.partition,
+                offset: record.offset,
+                produced_us,
+                received,
+            };
+            self.deliver(&ch, frame);
+        }
+        if let Ok(mut latest) = self.latest.lock() {
+            latest.insert(prediction.game_id, (prediction.sport, produced_us));
+        }
+        self.advance(record.partition, record.offset);
+    }
+
+    /// Routes one `metrics` record to the `metrics` channel.
+    pub fn publish_metrics(&self, record: &TailRecord) {
+        let Some(payload) = &record.payload else {
+            return;
+        };
+        if fantasy_messages::decode::<fantasy_messages::ModelMetrics>(payload).is_err() {
+            self.metrics.undecodable.increment(1);
+            return;
+        }
+        if let Some(text) = protocol::metrics_frame(payload) {
+            // Metrics frames carry no prediction position: history keeps
+            // them for new subscribers, recovery does not apply.
+            self.deliver(&Channel::Metrics, Frame::control(text));
+        }
+    }
+
+    fn advance(&self, partition: i32, offset: i64) {
+        if let Ok(mut pos) = self.positions.lock() {
+            let p = partition as usize;
+            if p >= pos.len() {
+                pos.resize(p + 1, -1);
+            }
+            pos[p] = pos[p].max(offset);
+        }
+    }
+
+    fn deliver(&self, ch: &Channel, frame: Frame) {
+        let channel = self.channel(ch);
+        let mut kicked: Vec<u64> = Vec::new();
+        let mut state = match channel.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut delivered = 0u64;
+        for (id, sub) in &state.subs {
+            if let Some(floor) = &sub.floor
+                && frame.partition >= 0
+                && floor
+                    .get(frame.partition as usize)
+                    .is_some_and(|f| frame.offset <= *f)
+            {
+                continue;
+            }
+            match sub.conn.tx.try_send(frame.clone()) {
+                Ok(()) => delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sub.conn.kick(4001, "slow client: too many frames waiting");
+                    self.metrics.slow.increment(1);
+                    kicked.push(*id);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => kicked.push(*id),
+            }
+        }
+        for id in kicked {
+            state.subs.remove(&id);
+        }
+        self.metrics.deliveries.increment(delivered);
+        state.last_message = Some(frame.received);
+        if self.limits.history_size > 0 {
+            state.history.push_back(frame);
+            while state.history.len() > self.limits.history_size {
+                if let Some(old) = state.history.pop_front() {
+                    Self::note_evicted(&mut state.evicted, &old);
+                }
+            }
+        }
+        self.expire(&mut state);
+    }
+
+    fn note_evicted(evicted: &mut Vec<i64>, frame: &Frame) {
+        if frame.partition < 0 {
+            return;
+        }
+        let p = frame.partition as usize;
+        if p >= evicted.len() {
+            evicted.resize(p + 1, -1);
+        }
+        evicted[p] = evicted[p].max(frame.offset);
+    }
+
+    fn expire(&self, state: &mut ChannelState) {
+        let age = self.limits.history_age;
+        while let Some(front) = state.history.front() {
+            if front.received.elapsed() <= age {
+                break;
+            }
+            if let Some(old) = state.history.pop_front() {
+                Self::note_evicted(&mut state.evicted, &old);
+            }
+        }
+    }
+
+    /// Adds `conn` to `ch`. With `since`, collects what the client missed;
+    /// the subscriber is added under the same lock, so nothing falls between
+    /// the replay and the live frames.
+    pub fn subscribe(
+        &self,
+        conn: &Arc<Conn>,
+        ch: &Channel,
+        since: Option<&BTreeMap<i32, i64>>,
+    ) -> Subscribed {
+        let channel = self.channel(ch);
+        let mut state = match channel.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.expire(&mut state);
+        let positions = self.positions.lock().map(|p| p.clone()).unwrap_or_default();
+        let (recovered, replay, floor) = if *ch == Channel::Metrics {
+            // New subscribers get the recent metrics; there is no position.
+            (None, state.history.iter().cloned().collect(), None)
+        } else {
+            match since {
+                None => (None, Vec::new(), None),
+                Some(since) => {
+                    let n = positions.len().max(state.evicted.len());
+                    let floor: Vec<i64> = (0..n)
+                        .map(|p| since.get(&(p as i32)).copied().unwrap_or(-1))
+                        .collect();
+                    let complete = (0..n).all(|p| {
+                        let evicted = state.evicted.get(p).copied().unwrap_or(-1);
+                        let known = self.known_from.get(p).copied().unwrap_or(-1);
+                        floor[p] >= evicted && floor[p] >= known
+                    });
+                    if complete {
+                        let replay: Vec<Frame> = state
+                            .history
+                            .iter()
+                            .filter(|f| {
+                                f.offset > floor.get(f.partition as usize).copied().unwrap_or(-1)
+                            })
+                            .cloned()
+                            .collect();
+                        (Some(true), replay, Some(floor))
+                    } else {
+                        (Some(false), Vec::new(), None)
+                    }
+                }
+            }
+        };
+        state.subs.insert(
+            conn.id,
+            Sub {
+                conn: Arc::clone(conn),
+                floor,
+            },
+        );
+        Subscribed {
+            recovered,
+            replay,
+            positions,
+        }
+    }
+
+    /// Removes `conn` from `ch`.
+    pub fn unsubscribe(&self, conn_id: u64, ch: &Channel) {
+        let channel = self.channel(ch);
+        if let Ok(mut state) = channel.lock() {
+            state.subs.remove(&conn_id);
+        }
+    }
+
+    /// The games a snapshot of `ch` covers, most recent first.
+    pub fn snapshot_games(&self, ch: &Channel) -> Vec<String> {
+        match ch {
+            Channel::Game(id) => vec![id.clone()],
+            Channel::Metrics => Vec::new(),
+            Channel::Sport(_) | Channel::All => {
+                let Ok(latest) = self.latest.lock() else {
+                    return Vec::new();
+                };
+                let mut games: Vec<(&String, i64)> = latest
+                    .iter()
+                    .filter(|(_, (sport, _))| match ch {
+                        Channel::Sport(s) => s == sport,
+                        _ => true,
+                    })
+                    .map(|(id, (_, at))| (id, *at))
+                    .collect();
+                games.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+                games
+                    .into_iter()
+                    .take(self.limits.snapshot_max)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            }
+        }
+    }
+
+    /// Drops game channels nobody listens to whose history has expired, and
+    /// forgets games not predicted for a day. Run now and then.
+    pub fn sweep(&self) {
+        let age = self.limits.history_age;
+        if let Ok(mut map) = self.channels.write() {
+            map.retain(|ch, state| {
+                if !matches!(ch, Channel::Game(_)) {
+                    return true;
+                }
+                let Ok(s) = state.lock() else { return true };
+                !s.subs.is_empty() || s.last_message.is_some_and(|t| t.elapsed() <= age)
+            });
+            metrics::gauge!("fanout_channels").set(map.len() as f64);
+        }
+        let horizon = chrono::Utc::now().timestamp_micros()
+            - Duration::from_secs(24 * 3600).as_micros() as i64;
+        if let Ok(mut latest) = self.latest.lock() {
+            latest.retain(|_, (_, at)| *at >= horizon);
+        }
+    }
+
+    /// Subscriptions across all channels (for the gauge).
+    pub fn subscription_count(&self) -> usize {
+        self.channels
+            .read()
+            .map(|m| {
+                m.values()
+                    .map(|c| c.lock().map(|s| s.subs.len()).unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,222 @@
+//! Who gets what, in which order.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{App, Infra, Ws, ids, pred, publish};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_gets_exactly_its_channels_messages_in_order() {
+    let infra = Infra::new();
+    let app = App::spawn(&infra, &[]).await;
+    let mut all = app.client().await;
+    all.subscribe(&["all"]).await;
+    let mut nba = app.client().await;
+    nba.subscribe(&["sport:nba"]).await;
+    let mut g1 = app.client().await;
+    g1.subscribe(&["game:g1"]).await;
+    let mut gone = app.client().await;
+    gone.subscribe(&["game:g2"]).await;
+    gone.send(serde_json::json!({"op": "unsubscribe", "channels": ["game:g2"]}))
+        .await;
+    assert_eq!(gone.next().await["type"], "unsubscribed");
+
+    let producer = infra.producer();
+    // g1's updates in order on one partition (same key).
+    let mut batch = Vec::new();
+    for i in 0..5 {
+        batch.push(pred("g1", "nba", 0.1 * i as f32));
+        batch.push(pred("g2", "nfl", 0.5));
+        batch.push(pred(&format!("n{i}"), "nba", 0.3));
+    }
+    publish(&producer, &batch).await;
+
+    let got_all = all.predictions(15).await;
+    assert_eq!(got_all.len(), 15);
+    assert!(got_all.iter().all(|f| f["channel"] == "all"));
+    let got_nba = nba.predictions(10).await;
+    assert!(
+        got_nba
+            .iter()
+            .all(|f| f["data"]["sport"] == "nba" && f["channel"] == "sport:nba")
+    );
+    let got_g1 = g1.predictions(5).await;
+    assert_eq!(ids(&got_g1), vec!["g1"; 5]);
+    // g1's probabilities arrive in the order they were published.
+    let probs: Vec<f64> = got_g1
+        .iter()
+        .map(|f| f["data"]["home_win_prob"].as_f64().unwrap())
+        .collect();
+    let mut sorted = probs.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(probs, sorted);
+    // Nothing more for anyone; nothing at all after unsubscribing.
+    assert!(g1.next_within(Duration::from_millis(500)).await.is_none());
+    assert!(nba.next_within(Duration::from_millis(200)).await.is_none());
+    assert!(gone.next_within(Duration::from_millis(200)).await.is_none());
+    // Positions increase per partition.
+    let mut last: HashMap<i64, i64> = HashMap::new();
+    for f in &got_all {
+        let (p, o) = (
+            f["position"]["partition"].as_i64().unwrap(),
+            f["position"]["offset"].as_i64().unwrap(),
+        );
+        assert!(
+            last.get(&p).is_none_or(|prev| *prev < o),
+            "out of order on partition {p}"
+        );
+        last.insert(p, o);
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_each_get_every_message_once() {
+    let infra = Infra::new();
+    let app = App::spawn(&infra, &[]).await;
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        let mut c = app.client().await;
+        c.subscribe(&[if i % 2 == 0 { "all" } else { "sport:nba" }])
+            .await;
+        clients.push(c);
+    }
+    let producer = infra.producer();
+    let batch: Vec<_> = (0..20)
+        .map(|i| pred(&format!("k{i}"), "nba", 0.5))
+        .collect();
+    publish(&producer, &batch).await;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let got = c.predictions(20).await;
+                let extra = c.next_within(Duration::from_millis(300)).await;
+                (ids(&got), extra)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (mut got, extra) = t.await.unwrap();
+        assert!(extra.is_none(), "a duplicate or stray frame: {extra:?}");
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 20);
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_fanout_instances_deliver_identical_sequences() {
+    let infra = Infra::new();
+    let a = App::spawn(&infra, &[]).await;
+    let b = App::spawn(&infra, &[]).await;
+    let mut ca = a.client().await;
+    ca.subscribe(&["all"]).await;
+    let mut cb = b.client().await;
+    cb.subscribe(&["all"]).await;
+    let batch: Vec<_> = (0..60)
+        .map(|i| pred(&format!("t{}", i % 7), "nba", i as f32 / 60.0))
+        .collect();
+    publish(&infra.producer(), &batch).await;
+    let key = |f: &serde_json::Value| {
+        (
+            f["position"]["partition"].as_i64().unwrap(),
+            f["position"]["offset"].as_i64().unwrap(),
+            f["data"]["game_id"].as_str().unwrap().to_owned(),
+        )
+    };
+    let mut sa: Vec<_> = ca.predictions(60).await.iter().map(key).collect();
+    let mut sb: Vec<_> = cb.predictions(60).await.iter().map(key).collect();
+    // Per partition the order is the same; across partitions each replica
+    // may interleave differently.
+    sa.sort();
+    sb.sort();
+    assert_eq!(sa, sb);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_closed_while_a_fast_one_gets_everything() {
+    let infra = Infra::new();
+    let app = App::spawn(&infra, &[("CLIENT_QUEUE", "256")]).await;
+    // The slow client offers a tiny receive window and reads nothing until
+    // the end; the fast one reads as frames come.
+    let mut slow = Ws::connect_with(&app.addr, "/v1/stream", None, Some(4096))
+        .await
+        .unwrap();
+    slow.subscribe(&["all"]).await;
+    let mut fast = app.client().await;
+    fast.subscribe(&["all"]).await;
+
+    let producer = infra.producer();
+    // More than the kernel buffers of a loopback connection hold (MiBs).
+    let n = 20_000;
+    let batch: Vec<_> = (0..n).map(|i| pred(&format!("s{i}"), "nba", 0.5)).collect();
+    let fast_reader = tokio::spawn(async move {
+        let got = fast.predictions(n).await;
+        let mut unique = ids(&got);
+        unique.sort();
+        unique.dedup();
+        unique.len()
+    });
+    // Paced like a busy live stream (10k/s): a client that reads keeps up.
+    for chunk in batch.chunks(100) {
+        publish(&producer, chunk).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        fast_reader.await.unwrap(),
+        n,
+        "the fast client missed messages"
+    );
+    // The slow one reads what was already on its way, then the close.
+    let (mut read, mut code) = (0, None);
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), slow.stream.next()).await {
+        match m {
+            Ok(Message::Text(_)) => read += 1,
+            Ok(Message::Close(frame)) => {
+                code = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("after {read} frames: {e}"),
+        }
+    }
+    assert_eq!(code, Some(4001), "after {read} frames");
+    assert!(read < n, "the slow client was not cut off ({read} frames)");
+    eprintln!("the slow client read {read} of {n} frames before 4001");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_clients_with_going_away() {
+    let infra = Infra::new();
+    let app = App::spawn(&infra, &[]).await;
+    let mut c = app.client().await;
+    c.subscribe(&["all"]).await;
+    let stopping = tokio::spawn(app.stop());
+    assert_eq!(c.close_code(Duration::from_secs(10)).await, Some(1001));
+    stopping.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_page_is_served() {
+    let infra = Infra::new();
+    let app = App::spawn(&infra, &[]).await;
+    let r = reqwest::get(format!("http://{}/", app.addr)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let body = r.text().await.unwrap();
+    assert!(body.contains("/v1/stream") && body.contains("Live win probabilities"));
+    app.stop().await.unwrap();
+}

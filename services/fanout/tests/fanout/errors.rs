@@ -1,0 +1,140 @@
+//! Bad clients get clear errors; nobody else notices.
+
+use std::time::Duration;
+
+use fantasy_http::auth::Authenticator;
+use fantasy_http::{AuthConfig, Claims};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{App, Infra, Ws, pred, publish};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn token(channels: Option<Vec<&str>>, exp_offset: i64) -> String {
+    Authenticator::new(&AuthConfig::with_secret(SECRET))
+        .issue(&Claims {
+            sub: "viewer".into(),
+            exp: (chrono::Utc::now().timestamp() + exp_offset) as u64,
+            admin: false,
+            channels: channels.map(|c| c.into_iter().map(str::to_owned).collect()),
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_unknown_and_excessive_requests_get_errors_and_others_are_unaffected() {
+    let infra = Infra::new();
+    let app = App::spawn(
+        &infra,
+        &[("MAX_SUBSCRIPTIONS", "3"), ("MAX_FRAME_BYTES", "512")],
+    )
+    .await;
+    let mut bystander = app.client().await;
+    bystander.subscribe(&["all"]).await;
+    let mut bad = app.client().await;
+
+    bad.send_raw(Message::Text("{not json".into())).await;
+    assert_eq!(bad.next().await["code"], "malformed");
+    bad.send(serde_json::json!({"op": "dance"})).await;
+    assert_eq!(bad.next().await["code"], "unknown_op");
+    bad.send(serde_json::json!({"op": "subscribe", "channels": ["everything"]}))
+        .await;
+    assert_eq!(bad.next().await["code"], "unknown_channel");
+    bad.send_raw(Message::Binary(vec![1, 2, 3].into())).await;
+    assert_eq!(bad.next().await["code"], "malformed");
+    bad.send(serde_json::json!({"op": "subscribe", "channels": ["game:a", "game:b", "game:c", "game:d"]})).await;
+    for _ in 0..3 {
+        assert_eq!(bad.next().await["type"], "subscribed");
+    }
+    assert_eq!(bad.next().await["code"], "too_many_subscriptions");
+    bad.send(serde_json::json!({"op": "ping", "id": 42})).await;
+    let pong = bad.next().await;
+    assert_eq!(
+        (pong["type"].as_str(), pong["id"].as_i64()),
+        (Some("pong"), Some(42))
+    );
+
+    // An oversized frame closes that connection with 1009.
+    bad.send_raw(Message::Text("x".repeat(4096).into())).await;
+    assert_eq!(bad.close_code(Duration::from_secs(10)).await, Some(1009));
+
+    // The bystander saw none of it and still gets predictions.
+    publish(&infra.producer(), &[pred("z1", "nba", 0.4)]).await;
+    let got = bystander.predictions(1).await;
+    assert_eq!(got[0]["data"]["game_id"], "z1");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_before_the_upgrade_and_channel_claims_apply() {
+    let infra = Infra::new();
+    let app = App::spawn(&infra, &[("AUTH_REQUIRED", "true"), ("JWT_SECRET", SECRET)]).await;
+    assert_eq!(
+        Ws::connect(&app.addr, "/v1/stream", None).await.err(),
+        Some(401)
+    );
+    assert_eq!(
+        Ws::connect(&app.addr, "/v1/stream", Some("garbage"))
+            .await
+            .err(),
+        Some(401)
+    );
+    let expired = token(None, -3600);
+    assert_eq!(
+        Ws::connect(&app.addr, "/v1/stream", Some(&expired))
+            .await
+            .err(),
+        Some(401)
+    );
+
+    // A token in the query string works (browsers), and its claim limits channels.
+    let limited = token(Some(vec!["sport:nba", "game:*"]), 600);
+    let mut c = Ws::connect(&app.addr, &format!("/v1/stream?token={limited}"), None)
+        .await
+        .unwrap();
+    c.subscribe(&["sport:nba"]).await;
+    c.subscribe(&["game:any"]).await;
+    c.send(serde_json::json!({"op": "subscribe", "channels": ["all"]}))
+        .await;
+    assert_eq!(c.next().await["code"], "forbidden_channel");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused_with_503() {
+    let infra = Infra::new();
+    let app = App::spawn(&infra, &[("MAX_CONNECTIONS", "2")]).await;
+    let _a = app.client().await;
+    let _b = app.client().await;
+    assert_eq!(
+        Ws::connect(&app.addr, "/v1/stream", None).await.err(),
+        Some(503)
+    );
+    drop(_a);
+    // The slot frees once the server sees the first one go.
+    let mut ok = false;
+    for _ in 0..50 {
+        if Ws::connect(&app.addr, "/v1/stream", None).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "the freed slot was not reused");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_as_idle() {
+    let infra = Infra::new();
+    let app = App::spawn(
+        &infra,
+        &[("PING_INTERVAL", "200ms"), ("IDLE_TIMEOUT", "700ms")],
+    )
+    .await;
+    // This client never reads, so it never answers the server's pings.
+    let mut c = app.client().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.close_code(Duration::from_secs(5)).await, Some(4002));
+    app.stop().await.unwrap();
+}
