@@ -9,6 +9,7 @@ use fantasy_cache::Cache;
 use fantasy_http::Client;
 use futures::SinkExt as _;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
@@ -133,12 +134,19 @@ impl Session<'_> {
             limits.ping_interval,
         );
         let mut last_heard = Instant::now();
+        // Made once, not per loop turn: a fresh `cancelled()` would register
+        // with the token shared by every connection (one lock for all) on
+        // each wake-up.
+        let shutdown = self.ctx.shutdown.clone().cancelled_owned();
+        let conn = Arc::clone(&self.conn);
+        let kicked = conn.kicked.notified();
+        tokio::pin!(shutdown, kicked);
         loop {
             tokio::select! {
                 biased;
-                () = self.ctx.shutdown.cancelled() => return Exit::Close(1001, "server shutting down"),
-                () = self.conn.kicked.notified() => {
-                    let (code, reason) = self.conn.kick_reason().unwrap_or((4001, "slow client"));
+                () = &mut shutdown => return Exit::Close(1001, "server shutting down"),
+                () = &mut kicked => {
+                    let (code, reason) = conn.kick_reason().unwrap_or((4001, "slow client"));
                     return Exit::Close(code, reason);
                 }
                 frame = rx.recv() => {
@@ -154,11 +162,11 @@ impl Session<'_> {
                         Some(Err(e)) => {
                             // A frame over the limit is the one error the
                             // client can fix; anything else is a dead link.
-                            let text = e.to_string();
-                            if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("size") {
-                                return Exit::Close(1009, "frame too large");
-                            }
-                            return Exit::Gone;
+                            let too_big = e
+                                .into_inner()
+                                .downcast_ref::<tungstenite::Error>()
+                                .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
+                            return if too_big { Exit::Close(1009, "frame too large") } else { Exit::Gone };
                         }
                         Some(Ok(Message::Text(text))) => {
                             if let Err(exit) = self.handle_op(&text).await {
@@ -218,7 +226,7 @@ impl Session<'_> {
                         .latency
                         .record((now - frame.produced_us).max(0) as f64 / 1e6);
                 }
-                self.socket.feed(Message::Text(frame.text)).await?;
+                self.socket.feed(Message::Text(frame.text.clone())).await?;
                 n += 1;
                 if n < WRITE_BATCH {
                     next = rx.try_recv().ok();
@@ -320,7 +328,7 @@ impl Session<'_> {
             Some(true) => {
                 self.ctx.metrics.recovered.increment(1);
                 for frame in found.replay {
-                    self.send(frame.text).await?;
+                    self.send(frame.text.clone()).await?;
                 }
             }
             Some(false) => {
@@ -330,7 +338,7 @@ impl Session<'_> {
             }
             None => {
                 for frame in found.replay {
-                    self.send(frame.text).await?;
+                    self.send(frame.text.clone()).await?;
                 }
             }
         }

@@ -20,9 +20,14 @@ use tokio::sync::{Notify, mpsc};
 use crate::config::Limits;
 use crate::protocol::{self, Channel};
 
-/// One frame on its way to clients.
+/// One frame on its way to clients, shared by every queue and history it
+/// is in: a queued frame costs one pointer, so the first block of a
+/// connection's queue (32 slots, allocated up front) stays small.
 #[derive(Clone, Debug)]
-pub struct Frame {
+pub struct Frame(Arc<FrameData>);
+
+#[derive(Debug)]
+pub struct FrameData {
     pub text: Utf8Bytes,
     pub partition: i32,
     pub offset: i64,
@@ -32,16 +37,24 @@ pub struct Frame {
     received: Instant,
 }
 
+impl std::ops::Deref for Frame {
+    type Target = FrameData;
+
+    fn deref(&self) -> &FrameData {
+        &self.0
+    }
+}
+
 impl Frame {
     /// A frame outside the position sequence (subscribed, errors, ...).
     pub fn control(text: Utf8Bytes) -> Self {
-        Self {
+        Self(Arc::new(FrameData {
             text,
             partition: -1,
             offset: -1,
             produced_us: 0,
             received: Instant::now(),
-        }
+        }))
     }
 }
 
@@ -208,13 +221,13 @@ impl Hub {
             else {
                 continue;
             };
-            let frame = Frame {
+            let frame = Frame(Arc::new(FrameData {
                 text,
                 partition: record.partition,
                 offset: record.offset,
                 produced_us,
                 received,
-            };
+            }));
             self.deliver(&ch, frame);
         }
         if let Ok(mut latest) = self.latest.lock() {
