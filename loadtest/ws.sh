@@ -28,6 +28,7 @@ CLIENTS=${CLIENTS:-10000}
 RATE=${RATE:-20}
 BURST=${BURST:-5}
 DURATION=${DURATION:-30}
+CLIENT_THREADS=${CLIENT_THREADS:-1}
 PORT=${PORT:-18081}
 out=target/loadtest/ws
 mkdir -p "$out"
@@ -165,16 +166,21 @@ deliver() {
   echo "== deliver: one fanout, $CLIENTS clients on all, $RATE predictions/s for ${DURATION}s"
   fanouts=()
   start_fanout "$PORT"; fanouts+=("$FANOUT_PID")
-  target/release/wsload clients --url "ws://127.0.0.1:$PORT/v1/stream" --connections "$CLIENTS" \
+  sleep 1
+  local rss0 rss1 rss2; rss0=$(rss_kib "$FANOUT_PID")
+  target/release/wsload --threads "$CLIENT_THREADS" clients --url "ws://127.0.0.1:$PORT/v1/stream" --connections "$CLIENTS" \
     --source-ips 127.0.0.20-127.0.0.21 --hold $((DURATION + 60))s --quiet-exit 3s \
     --ready-file "$state/deliver" >"$out/deliver-clients.json" 2>"$out/deliver.log" &
   local c=$!
   wait_ready "$state/deliver"
+  sleep 2
+  rss1=$(rss_kib "$FANOUT_PID")
   target/release/wsload publish --rate "$RATE" --burst "$BURST" --duration "${DURATION}s" >"$out/deliver-publish.json"
   wait "$c"
-  python3 - "$out" <<'PY'
+  rss2=$(rss_kib "$FANOUT_PID")
+  python3 - "$out" "$rss0" "$rss1" "$rss2" <<'PY'
 import json, sys
-out = sys.argv[1]
+out, rss0, rss1, rss2 = sys.argv[1], *map(int, sys.argv[2:])
 c = json.load(open(f"{out}/deliver-clients.json"))
 p = json.load(open(f"{out}/deliver-publish.json"))
 res = {
@@ -185,6 +191,11 @@ res = {
     "deliveries_per_second": round(c["deliveries_per_second"]),
     "latency_ms": c["latency_ms"],
     "closes": c["closes"],
+    "rss_kib": {"before": rss0, "subscribed": rss1, "after_traffic": rss2},
+    "bytes_per_connection": {
+        "subscribed": round((rss1 - rss0) * 1024 / max(c["subscribed"], 1)),
+        "after_traffic": round((rss2 - rss0) * 1024 / max(c["subscribed"], 1)),
+    },
 }
 print(json.dumps(res))
 json.dump(res, open(f"{out}/deliver.json", "w"))

@@ -38,6 +38,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(name = "wsload", about = "Load tools for the fanout")]
 struct Cli {
+    /// Runtime worker threads (default: one per core). On a machine shared
+    /// with the server under test, fewer leaves it more of the cores.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
