@@ -218,9 +218,10 @@ impl Session<'_> {
             while let Some(frame) = next.take() {
                 bytes += frame.text.len() as u64;
                 self.written += 1;
-                // One latency sample in 16 frames: histograms keep samples
-                // until scraped, and a busy process writes 10^5 frames/s.
-                if frame.produced_us > 0 && self.written.is_multiple_of(16) {
+                // One latency sample in 16 frames of a connection (its 1st,
+                // 17th, ...): histograms keep samples until scraped, and a
+                // busy process writes 10^5 frames/s.
+                if frame.produced_us > 0 && self.written % 16 == 1 {
                     let now = chrono::Utc::now().timestamp_micros();
                     metrics
                         .latency

@@ -119,6 +119,7 @@ struct HubMetrics {
     deliveries: metrics::Counter,
     slow: metrics::Counter,
     undecodable: metrics::Counter,
+    subscriptions: metrics::Gauge,
 }
 
 /// The channels of one fanout process.
@@ -160,6 +161,7 @@ impl Hub {
                 deliveries: metrics::counter!("fanout_messages_out_total"),
                 slow: metrics::counter!("fanout_slow_closes_total"),
                 undecodable: metrics::counter!("fanout_undecodable_total"),
+                subscriptions: metrics::gauge!("fanout_subscriptions"),
             },
         }
     }
@@ -290,7 +292,9 @@ impl Hub {
             }
         }
         for id in kicked {
-            state.subs.remove(&id);
+            if state.subs.remove(&id).is_some() {
+                self.metrics.subscriptions.decrement(1.0);
+            }
         }
         self.metrics.deliveries.increment(delivered);
         state.last_message = Some(frame.received);
@@ -376,13 +380,16 @@ impl Hub {
                 }
             }
         };
-        state.subs.insert(
+        let previous = state.subs.insert(
             conn.id,
             Sub {
                 conn: Arc::clone(conn),
                 floor,
             },
         );
+        if previous.is_none() {
+            self.metrics.subscriptions.increment(1.0);
+        }
         Subscribed {
             recovered,
             replay,
@@ -393,8 +400,10 @@ impl Hub {
     /// Removes `conn` from `ch`.
     pub fn unsubscribe(&self, conn_id: u64, ch: &Channel) {
         let channel = self.channel(ch);
-        if let Ok(mut state) = channel.lock() {
-            state.subs.remove(&conn_id);
+        if let Ok(mut state) = channel.lock()
+            && state.subs.remove(&conn_id).is_some()
+        {
+            self.metrics.subscriptions.decrement(1.0);
         }
     }
 
@@ -444,17 +453,5 @@ impl Hub {
         if let Ok(mut latest) = self.latest.lock() {
             latest.retain(|_, (_, at)| *at >= horizon);
         }
-    }
-
-    /// Subscriptions across all channels (for the gauge).
-    pub fn subscription_count(&self) -> usize {
-        self.channels
-            .read()
-            .map(|m| {
-                m.values()
-                    .map(|c| c.lock().map(|s| s.subs.len()).unwrap_or(0))
-                    .sum()
-            })
-            .unwrap_or(0)
     }
 }

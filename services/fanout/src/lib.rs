@@ -208,7 +208,6 @@ pub async fn run(
                     () = token.cancelled() => return,
                     _ = tick.tick() => {
                         hub.sweep();
-                        metrics::gauge!("fanout_subscriptions").set(hub.subscription_count() as f64);
                     }
                 }
             }

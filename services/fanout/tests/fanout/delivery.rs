@@ -220,3 +220,61 @@ async fn the_dashboard_page_is_served() {
     assert!(body.contains("/v1/stream") && body.contains("Live win probabilities"));
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_connections_subscriptions_and_deliveries() {
+    let infra = Infra::new();
+    let app = App::spawn(&infra, &[]).await;
+    let mut a = app.client().await;
+    a.subscribe(&["all", "sport:nba"]).await;
+    a.next().await; // the second `subscribed`
+    let mut b = app.client().await;
+    b.subscribe(&["game:m1"]).await;
+    publish(
+        &infra.producer(),
+        &[pred("m1", "nba", 0.5), pred("m2", "nfl", 0.5)],
+    )
+    .await;
+    a.predictions(3).await; // m1 on all and sport:nba, m2 on all
+    b.predictions(1).await;
+
+    let scrape = || async {
+        let text = reqwest::get(format!("http://{}/metrics", app.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        move |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(f64::NAN)
+        }
+    };
+    let m = scrape().await;
+    assert_eq!(m("fanout_connections"), 2.0);
+    assert_eq!(m("fanout_subscriptions"), 3.0);
+    assert_eq!(m("fanout_messages_in_total"), 2.0);
+    assert_eq!(m("fanout_messages_out_total"), 4.0);
+    assert!(m("fanout_bytes_out_total") > 400.0);
+    // The first frame of each connection is a latency sample.
+    assert_eq!(m("fanout_e2e_latency_seconds_count"), 2.0);
+
+    a.send(serde_json::json!({"op": "unsubscribe", "channels": ["sport:nba"]}))
+        .await;
+    assert_eq!(a.next().await["type"], "unsubscribed");
+    drop(b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = scrape().await;
+        if (m("fanout_connections"), m("fanout_subscriptions")) == (1.0, 1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gauges did not follow the clients"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await.unwrap();
+}
