@@ -6,8 +6,11 @@
 #   - cargo-nextest (the test runner)
 #   - Postgres and Redis running on 127.0.0.1 (started if installed but stopped)
 #
-# Later parts of the stack add their own needs here (ONNX Runtime, k6, a
-# headless browser), so the README's two commands stay the only ones to type.
+#   - ONNX Runtime (from the PyPI wheel) in .tools/onnxruntime
+#   - Chromium (Debian) and playwright-core (npm) for the dashboard test
+#
+# Later parts of the stack add their own needs here, so the README's two
+# commands stay the only ones to type.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +73,25 @@ with zipfile.ZipFile(wheels[0]) as z:
 PY
   ln -sf "libonnxruntime.so.$ORT_VERSION" "$ort_lib/libonnxruntime.so"
   rm -rf "$tmp"
+fi
+
+# --- A headless browser --------------------------------------------------------
+# The fanout's dashboard test drives Debian's Chromium with playwright-core
+# (no browser download: it uses /usr/bin/chromium), kept in .tools/browser.
+PLAYWRIGHT_VERSION=1.65.1
+if command -v apt-get >/dev/null; then
+  apt_install chromium
+fi
+if [ ! -f ".tools/browser/node_modules/playwright-core/package.json" ] ||
+   ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" .tools/browser/node_modules/playwright-core/package.json; then
+  if ! command -v npm >/dev/null; then
+    log "npm is missing: install Node.js (apt-get install nodejs npm) and run this again"
+    exit 1
+  fi
+  log "installing playwright-core $PLAYWRIGHT_VERSION into .tools/browser"
+  mkdir -p .tools/browser
+  npm install --prefix .tools/browser --no-audit --no-fund --silent --save-exact \
+    "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
 fi
 
 # --- Postgres -----------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod browser;
 mod delivery;
 mod errors;
 mod recovery;
