@@ -84,14 +84,20 @@ if command -v apt-get >/dev/null; then
 fi
 if [ ! -f ".tools/browser/node_modules/playwright-core/package.json" ] ||
    ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" .tools/browser/node_modules/playwright-core/package.json; then
-  if ! command -v npm >/dev/null; then
-    log "npm is missing: install Node.js (apt-get install nodejs npm) and run this again"
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    log "Node.js 20 or newer is missing (Debian 12's own nodejs is 18): install it from nodejs.org or NodeSource and run this again"
     exit 1
   fi
   log "installing playwright-core $PLAYWRIGHT_VERSION into .tools/browser"
   mkdir -p .tools/browser
   npm install --prefix .tools/browser --no-audit --no-fund --silent --save-exact \
     "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  log "Node.js $(node --version 2>/dev/null || echo '(none)') is too old for playwright-core $PLAYWRIGHT_VERSION: install Node.js 20 or newer and run this again"
+  exit 1
 fi
 
 # --- Postgres -----------------------------------------------------------------

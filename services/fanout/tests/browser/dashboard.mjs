@@ -37,7 +37,7 @@ try {
   const row = page.locator(`tr[data-game="${game}"]`);
   await row.waitFor({ timeout: 20000 });
   await page.waitForFunction((v) => document.getElementById('model').textContent === v
-    && document.getElementById('accuracy').textContent !== '–', model, { timeout: 20000 });
+    && document.getElementById('metrics-model').textContent === v, model, { timeout: 20000 });
   const cells = await row.locator('td').allTextContents();
   const seen = {
     game: cells[0],
@@ -47,6 +47,7 @@ try {
     prob: cells[4],
     games: await page.textContent('#games'),
     model: await page.textContent('#model'),
+    metrics_model: await page.textContent('#metrics-model'),
     accuracy: await page.textContent('#accuracy'),
     brier: await page.textContent('#brier'),
     errors,

@@ -47,7 +47,9 @@ async fn the_dashboard_shows_a_prediction_and_model_metrics_published_while_it_i
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("node runs");
+        .expect(
+            "the dashboard test needs Node.js 20 or newer (`node`): run `bash scripts/setup.sh`",
+        );
     let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let mut driver = Driver(child);
@@ -99,6 +101,7 @@ async fn the_dashboard_shows_a_prediction_and_model_metrics_published_while_it_i
     assert_eq!(seen["prob"], "42.0%");
     assert_eq!(seen["games"], "1");
     assert_eq!(seen["model"], "m-7");
+    assert_eq!(seen["metrics_model"], "m-7");
     assert_eq!(seen["accuracy"], "0.650");
     assert_eq!(seen["brier"], "0.220");
     assert_eq!(
