@@ -1,6 +1,8 @@
 //! Who gets what, in which order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -157,17 +159,38 @@ async fn a_slow_client_is_closed_while_a_fast_one_gets_everything() {
     // More than the kernel buffers of a loopback connection hold (MiBs).
     let n = 20_000;
     let batch: Vec<_> = (0..n).map(|i| pred(&format!("s{i}"), "nba", 0.5)).collect();
-    let fast_reader = tokio::spawn(async move {
-        let got = fast.predictions(n).await;
-        let mut unique = ids(&got);
-        unique.sort();
-        unique.dedup();
-        unique.len()
-    });
-    // Paced like a busy live stream (10k/s): a client that reads keeps up.
-    for chunk in batch.chunks(100) {
-        publish(&producer, chunk).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // The fast client reads as frames come; the stream is paced by it (a
+    // chunk goes out once it has read the ones before), so it keeps up
+    // however busy the machine is, while the slow one falls behind by
+    // thousands.
+    let received = Arc::new(AtomicUsize::new(0));
+    let fast_reader = {
+        let received = Arc::clone(&received);
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(n);
+            while ids.len() < n {
+                let v = fast.next().await;
+                if v["type"] == "prediction" {
+                    ids.push(v["data"]["game_id"].as_str().unwrap().to_owned());
+                    received.store(ids.len(), Ordering::Relaxed);
+                }
+            }
+            ids.sort();
+            ids.dedup();
+            ids.len()
+        })
+    };
+    let chunk = 100;
+    for (k, part) in batch.chunks(chunk).enumerate() {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while received.load(Ordering::Relaxed) < k * chunk {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the fast client stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        publish(&producer, part).await;
     }
     assert_eq!(
         fast_reader.await.unwrap(),
