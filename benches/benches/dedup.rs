@@ -1,0 +1,281 @@
+//! The collector's dedup: the local bloom filter, the shared one in Redis,
+//! and the whole protocol with Postgres.
+//!
+//! - `dedup/local`: one key at a time through the in-process filter, sized
+//!   as one default generation (10M items at p/2 = 0.0005: 19 MiB, k = 11).
+//!   Filled to at most its expected items, then replaced (outside the
+//!   timing), so every insert is of a new key at a realistic fill.
+//! - `dedup/redis`: batches of 1,000 keys through the Lua script on the
+//!   local Redis (one pipelined round trip per batch), the filter of the
+//!   same default size; per batch, so per key is the time / 1,000.
+//! - `dedup/protocol`: the collector's loop on a batch of 1,000 new keys
+//!   (check, claim, mark_seen: Redis and two Postgres statements), and a
+//!   re-fetch of 1,000 seen keys (check: bloom hits confirmed in Postgres).
+//!
+//! `cargo bench -p fantasy-benches --bench dedup`
+//! (needs the local Redis and Postgres, as the tests do)
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use fantasy_cache::{Cache, RedisConfig};
+use fantasy_db::testing::TestDb;
+use fantasy_dedup::{
+    BloomVerdict, Dedup, DedupConfig, DedupKey, Generation, LocalBloom, RedisBloom, Verdict,
+};
+
+const BATCH: usize = 1_000;
+
+/// A record-sized key: a normalised game of about 200 bytes.
+fn key(i: u64) -> DedupKey {
+    let content = format!(
+        r#"{{"game_id":"nba-2026-27-{i:07}","status":"in_progress","home_score":{},"away_score":{},"period":3,"clock":"04:12","updated_at":"2026-11-22T20:15:00Z","home":"BOS","away":"NYK"}}"#,
+        i % 140,
+        (i / 7) % 140
+    );
+    DedupKey::new(
+        "scoreboard",
+        &format!("nba-2026-27-{i:07}"),
+        content.as_bytes(),
+    )
+}
+
+fn keys(from: u64, n: usize) -> Vec<DedupKey> {
+    (from..from + n as u64).map(key).collect()
+}
+
+fn unique_prefix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("bench:{}:{nanos}:", std::process::id())
+}
+
+fn local(c: &mut Criterion) {
+    let cfg = DedupConfig::default();
+    let Ok(params) = cfg.generation_params() else {
+        return;
+    };
+    let capacity = cfg.expected_items;
+    let mut group = c.benchmark_group("dedup/local");
+    group.throughput(Throughput::Elements(1));
+
+    // Digests are computed outside the timing in chunks; the filter is
+    // replaced when it holds its expected number of items.
+    group.bench_function("check_and_insert/new", |b| {
+        let mut bloom = LocalBloom::new(params);
+        let mut inserted = 0u64;
+        let mut next = 0u64;
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(1 << 20);
+                if inserted + n > capacity {
+                    bloom = LocalBloom::new(params);
+                    inserted = 0;
+                }
+                let chunk = keys(next, n as usize);
+                next += n;
+                let t = Instant::now();
+                for k in &chunk {
+                    std::hint::black_box(bloom.insert(k));
+                }
+                spent += t.elapsed();
+                inserted += n;
+                left -= n;
+            }
+            spent
+        });
+    });
+
+    group.bench_function("contains/present", |b| {
+        let bloom = LocalBloom::new(params);
+        let present = keys(0, 1 << 20);
+        for k in &present {
+            bloom.insert(k);
+        }
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 1) & ((1 << 20) - 1);
+            std::hint::black_box(bloom.contains(&present[i]))
+        });
+    });
+
+    group.bench_function("key_digest", |b| {
+        let content = r#"{"game_id":"nba-2026-27-0000457","status":"in_progress","home_score":77,"away_score":81,"period":3,"clock":"04:12","updated_at":"2026-11-22T20:15:00Z","home":"BOS","away":"NYK"}"#;
+        b.iter(|| {
+            DedupKey::new(
+                std::hint::black_box("scoreboard"),
+                std::hint::black_box("nba-2026-27-0000457"),
+                std::hint::black_box(content.as_bytes()),
+            )
+        });
+    });
+    group.finish();
+}
+
+fn redis(c: &mut Criterion) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let mut redis_cfg = RedisConfig::new(
+        std::env::var("REDIS_URL").unwrap_or_else(|_| fantasy_cache::DEFAULT_REDIS_URL.into()),
+    );
+    redis_cfg.prefix = unique_prefix();
+    let Ok(cache) = rt.block_on(Cache::connect(&redis_cfg)) else {
+        eprintln!("dedup/redis skipped: no Redis at {}", redis_cfg);
+        return;
+    };
+    let Ok(params) = DedupConfig::default().generation_params() else {
+        return;
+    };
+    let bloom = RedisBloom::new(cache.clone(), params);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let generation = Generation::at(now_ms, DedupConfig::default().window);
+
+    let mut group = c.benchmark_group("dedup/redis");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_with_input(
+        BenchmarkId::new("check_and_insert/new", BATCH),
+        &BATCH,
+        |b, &n| {
+            let mut next = 0u64;
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = keys(next, n);
+                    next += n as u64;
+                    let t = Instant::now();
+                    let verdicts = rt.block_on(bloom.check_and_insert(generation, &batch));
+                    spent += t.elapsed();
+                    assert!(verdicts.is_ok_and(|v| v.len() == n));
+                }
+                spent
+            });
+        },
+    );
+    let present = keys(1 << 40, BATCH);
+    let _ = rt.block_on(bloom.insert(generation, &present));
+    group.bench_with_input(BenchmarkId::new("check/present", BATCH), &BATCH, |b, _| {
+        b.iter(|| {
+            let v = rt.block_on(bloom.check(generation, &present));
+            assert!(v.is_ok_and(|v| v.iter().all(|x| *x == BloomVerdict::MaybePresent)));
+        });
+    });
+    group.bench_with_input(BenchmarkId::new("check/absent", BATCH), &BATCH, |b, &n| {
+        let mut next = 1u64 << 41;
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let batch = keys(next, n);
+                next += n as u64;
+                let t = Instant::now();
+                let v = rt.block_on(bloom.check(generation, &batch));
+                spent += t.elapsed();
+                assert!(v.is_ok());
+            }
+            spent
+        });
+    });
+    group.finish();
+    // Clean up the generation this bench wrote (19 MiB).
+    let mut conn = cache.connection();
+    let _: Result<i64, _> = rt.block_on(
+        redis::cmd("DEL")
+            .arg(bloom.generation_key(generation.index))
+            .query_async(&mut conn),
+    );
+}
+
+fn protocol(c: &mut Criterion) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let Ok(t) = rt.block_on(TestDb::new()) else {
+        eprintln!("dedup/protocol skipped: no Postgres");
+        return;
+    };
+    let mut redis_cfg = RedisConfig::new(
+        std::env::var("REDIS_URL").unwrap_or_else(|_| fantasy_cache::DEFAULT_REDIS_URL.into()),
+    );
+    redis_cfg.prefix = unique_prefix();
+    let Ok(dedup) = Dedup::builder(DedupConfig::default(), t.db.clone())
+        .redis(redis_cfg)
+        .build()
+    else {
+        return;
+    };
+
+    let mut group = c.benchmark_group("dedup/protocol");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_with_input(
+        BenchmarkId::new("check_claim_mark/new", BATCH),
+        &BATCH,
+        |b, &n| {
+            let mut next = 0u64;
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = keys(next, n);
+                    next += n as u64;
+                    let t = Instant::now();
+                    rt.block_on(async {
+                        let verdicts = dedup.check(&batch).await?;
+                        let new: Vec<DedupKey> = batch
+                            .iter()
+                            .zip(verdicts)
+                            .filter(|(_, v)| *v == Verdict::New)
+                            .map(|(k, _)| *k)
+                            .collect();
+                        let won = dedup.claim(&new).await?;
+                        let mine: Vec<DedupKey> = new
+                            .iter()
+                            .zip(won)
+                            .filter(|(_, w)| *w)
+                            .map(|(k, _)| *k)
+                            .collect();
+                        dedup.mark_seen(&mine).await
+                    })
+                    .unwrap_or_else(|e| panic!("protocol failed: {e:#}"));
+                    spent += t.elapsed();
+                }
+                spent
+            });
+        },
+    );
+    // Seen keys coming again, as a scoreboard re-sends unchanged games: the
+    // local filter hits, Postgres confirms.
+    let seen = keys(1 << 42, BATCH);
+    let _ = rt.block_on(dedup.mark_seen(&seen));
+    group.bench_with_input(
+        BenchmarkId::new("check/duplicates", BATCH),
+        &BATCH,
+        |b, _| {
+            b.iter(|| {
+                let v = rt.block_on(dedup.check(&seen));
+                assert!(v.is_ok_and(|v| v.iter().all(|x| *x == Verdict::Duplicate)));
+            });
+        },
+    );
+    group.finish();
+    let _ = rt.block_on(t.drop_database());
+}
+
+criterion_group!(benches, local, redis, protocol);
+criterion_main!(benches);

@@ -1,0 +1,149 @@
+//! The exact store: `dedup_keys` in Postgres.
+//!
+//! A row is either confirmed (`claimed_until IS NULL`: its record was
+//! published) or a pending claim (`claimed_until` in the future: a replica
+//! is publishing it; in the past: that replica died, and the key may be
+//! claimed again). Every statement takes one batch, sorted, so two replicas
+//! writing overlapping batches lock rows in the same order and cannot
+//! deadlock each other.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fantasy_db::Db;
+
+use crate::DedupKey;
+
+/// `dedup_keys` through a pool.
+#[derive(Clone, Debug)]
+pub(crate) struct ExactStore {
+    db: Db,
+}
+
+fn sorted_bytes(keys: &[DedupKey]) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn key_set(rows: Vec<Vec<u8>>) -> anyhow::Result<HashSet<DedupKey>> {
+    rows.into_iter()
+        .map(|b| {
+            let bytes: [u8; 16] = b
+                .as_slice()
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("dedup_keys holds a {}-byte key", b.len()))?;
+            Ok(DedupKey::from_bytes(bytes))
+        })
+        .collect()
+}
+
+impl ExactStore {
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The keys of `keys` that are seen: confirmed, or claimed by a replica
+    /// whose lease has not run out.
+    pub(crate) async fn seen(&self, keys: &[DedupKey]) -> anyhow::Result<HashSet<DedupKey>> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT key FROM dedup_keys \
+             WHERE key = ANY($1) AND (claimed_until IS NULL OR claimed_until > now())",
+        )
+        .bind(sorted_bytes(keys))
+        .fetch_all(self.db.pool())
+        .await
+        .context("looking up dedup keys")?;
+        key_set(rows)
+    }
+
+    /// Claims `keys` for `lease`: returns those this call won (new keys,
+    /// and keys whose previous claim expired). Under concurrency exactly one
+    /// caller wins a key: the loser's insert waits for the winner's row and
+    /// then finds its lease live.
+    pub(crate) async fn claim(
+        &self,
+        keys: &[DedupKey],
+        lease: Duration,
+    ) -> anyhow::Result<HashSet<DedupKey>> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "INSERT INTO dedup_keys (key, seen_at, claimed_until) \
+             SELECT k, now(), now() + make_interval(secs => $2) \
+             FROM UNNEST($1::bytea[]) AS t(k) ORDER BY k \
+             ON CONFLICT (key) DO UPDATE \
+                SET seen_at = EXCLUDED.seen_at, claimed_until = EXCLUDED.claimed_until \
+                WHERE dedup_keys.claimed_until IS NOT NULL AND dedup_keys.claimed_until <= now() \
+             RETURNING key",
+        )
+        .bind(sorted_bytes(keys))
+        .bind(lease.as_secs_f64())
+        .fetch_all(self.db.pool())
+        .await
+        .context("claiming dedup keys")?;
+        key_set(rows)
+    }
+
+    /// Records `keys` as seen for good: inserts the new ones, confirms
+    /// pending claims, leaves confirmed rows alone.
+    pub(crate) async fn confirm(&self, keys: &[DedupKey]) -> anyhow::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO dedup_keys (key) \
+             SELECT k FROM UNNEST($1::bytea[]) AS t(k) ORDER BY k \
+             ON CONFLICT (key) DO UPDATE SET claimed_until = NULL \
+                WHERE dedup_keys.claimed_until IS NOT NULL",
+        )
+        .bind(sorted_bytes(keys))
+        .execute(self.db.pool())
+        .await
+        .context("marking dedup keys seen")?;
+        Ok(())
+    }
+
+    /// Deletes the pending claims among `keys` (never a confirmed key).
+    /// Returns how many were released.
+    pub(crate) async fn release(&self, keys: &[DedupKey]) -> anyhow::Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query(
+            "DELETE FROM dedup_keys WHERE key IN ( \
+                SELECT key FROM dedup_keys \
+                WHERE key = ANY($1) AND claimed_until IS NOT NULL \
+                ORDER BY key FOR UPDATE)",
+        )
+        .bind(sorted_bytes(keys))
+        .execute(self.db.pool())
+        .await
+        .context("releasing dedup claims")?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes up to `limit` rows first seen more than `age` ago (through
+    /// the `seen_at` index), never a live claim. Returns how many.
+    pub(crate) async fn purge(&self, age: Duration, limit: u32) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM dedup_keys WHERE key IN ( \
+                SELECT key FROM dedup_keys \
+                WHERE seen_at < now() - make_interval(secs => $1) \
+                  AND (claimed_until IS NULL OR claimed_until <= now()) \
+                ORDER BY seen_at LIMIT $2)",
+        )
+        .bind(age.as_secs_f64())
+        .bind(i64::from(limit))
+        .execute(self.db.pool())
+        .await
+        .context("purging old dedup keys")?;
+        Ok(done.rows_affected())
+    }
+}
