@@ -16,7 +16,7 @@ mod queries;
 pub mod testing;
 
 pub use config::DbConfig;
-pub use queries::StoredMetrics;
+pub use queries::{StoredMetrics, upsert_games_on, upsert_outcomes_on};
 
 use anyhow::Context as _;
 use sqlx::migrate::MigrateDatabase as _;

@@ -48,91 +48,14 @@ impl Db {
     /// `source_updated_at`) than the stored one changes nothing. Returns the
     /// rows inserted or updated.
     pub async fn upsert_games(&self, games: &[Game]) -> anyhow::Result<u64> {
-        if games.is_empty() {
-            return Ok(0);
-        }
-        let games = latest_per_key(
-            games,
-            |g| g.game_id.as_str(),
-            |kept, new| kept.source_updated_at > new.source_updated_at,
-        );
-        let n = games.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut sports = Vec::with_capacity(n);
-        let mut leagues = Vec::with_capacity(n);
-        let mut seasons = Vec::with_capacity(n);
-        let mut homes = Vec::with_capacity(n);
-        let mut aways = Vec::with_capacity(n);
-        let mut scheduled = Vec::with_capacity(n);
-        let mut statuses = Vec::with_capacity(n);
-        // Postgres arrays must be rectangular, so the feature vectors travel
-        // flattened, with each row's offset and length.
-        let mut flat: Vec<f32> = Vec::new();
-        let mut offsets = Vec::with_capacity(n);
-        let mut lengths = Vec::with_capacity(n);
-        let mut feature_sets = Vec::with_capacity(n);
-        let mut sources = Vec::with_capacity(n);
-        let mut updated = Vec::with_capacity(n);
-        let mut produced = Vec::with_capacity(n);
-        for g in games {
-            ids.push(g.game_id.as_str());
-            sports.push(g.sport.as_str());
-            leagues.push(g.league.as_str());
-            seasons.push(g.season.as_str());
-            homes.push(g.home_team.as_str());
-            aways.push(g.away_team.as_str());
-            scheduled.push(g.scheduled_at);
-            statuses.push(g.status.as_str());
-            offsets.push(i32::try_from(flat.len()).context("feature batch too large")?);
-            lengths.push(i32::try_from(g.features.len()).context("feature vector too long")?);
-            flat.extend_from_slice(&g.features);
-            feature_sets.push(g.feature_set.as_str());
-            sources.push(g.source.as_str());
-            updated.push(g.source_updated_at);
-            produced.push(g.produced_at);
-        }
-        let result = sqlx::query(
-            r#"
-            INSERT INTO games (game_id, sport, league, season, home_team, away_team, scheduled_at,
-                               status, features, feature_set, source, source_updated_at, produced_at)
-            SELECT t.game_id, t.sport, t.league, t.season, t.home_team, t.away_team, t.scheduled_at,
-                   t.status,
-                   CASE WHEN t.len = 0 THEN '{}'::real[] ELSE ($9::real[])[t.off + 1 : t.off + t.len] END,
-                   t.feature_set, t.source, t.source_updated_at, t.produced_at
-            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                        $7::timestamptz[], $8::text[], $10::int[], $11::int[], $12::text[],
-                        $13::text[], $14::timestamptz[], $15::timestamptz[])
-                 AS t(game_id, sport, league, season, home_team, away_team, scheduled_at, status,
-                      off, len, feature_set, source, source_updated_at, produced_at)
-            ON CONFLICT (game_id) DO UPDATE SET
-                sport = EXCLUDED.sport, league = EXCLUDED.league, season = EXCLUDED.season,
-                home_team = EXCLUDED.home_team, away_team = EXCLUDED.away_team,
-                scheduled_at = EXCLUDED.scheduled_at, status = EXCLUDED.status,
-                features = EXCLUDED.features, feature_set = EXCLUDED.feature_set,
-                source = EXCLUDED.source, source_updated_at = EXCLUDED.source_updated_at,
-                produced_at = EXCLUDED.produced_at, updated_at = now()
-            WHERE games.source_updated_at <= EXCLUDED.source_updated_at
-            "#,
-        )
-        .bind(&ids)
-        .bind(&sports)
-        .bind(&leagues)
-        .bind(&seasons)
-        .bind(&homes)
-        .bind(&aways)
-        .bind(&scheduled)
-        .bind(&statuses)
-        .bind(&flat)
-        .bind(&offsets)
-        .bind(&lengths)
-        .bind(&feature_sets)
-        .bind(&sources)
-        .bind(&updated)
-        .bind(&produced)
-        .execute(self.pool())
-        .await
-        .context("upserting games")?;
-        Ok(result.rows_affected())
+        let mut conn = self.pool().acquire().await.context("upserting games")?;
+        upsert_games_on(&mut conn, games).await
+    }
+
+    /// Upserts outcomes by `game_id` (a corrected score replaces the old one).
+    pub async fn upsert_outcomes(&self, outcomes: &[Outcome]) -> anyhow::Result<u64> {
+        let mut conn = self.pool().acquire().await.context("upserting outcomes")?;
+        upsert_outcomes_on(&mut conn, outcomes).await
     }
 
     /// The stored game, if any.
@@ -167,45 +90,6 @@ impl Db {
             })
         })
         .transpose()
-    }
-
-    /// Upserts outcomes by `game_id` (a corrected score replaces the old one).
-    pub async fn upsert_outcomes(&self, outcomes: &[Outcome]) -> anyhow::Result<u64> {
-        if outcomes.is_empty() {
-            return Ok(0);
-        }
-        let outcomes = latest_per_key(
-            outcomes,
-            |o| o.game_id.as_str(),
-            |kept, new| kept.final_at > new.final_at,
-        );
-        let ids: Vec<&str> = outcomes.iter().map(|o| o.game_id.as_str()).collect();
-        let home: Vec<i32> = outcomes.iter().map(|o| o.home_score as i32).collect();
-        let away: Vec<i32> = outcomes.iter().map(|o| o.away_score as i32).collect();
-        let wins: Vec<bool> = outcomes.iter().map(|o| o.home_win).collect();
-        let finals: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.final_at).collect();
-        let result = sqlx::query(
-            r#"
-            INSERT INTO outcomes (game_id, home_score, away_score, home_win, final_at)
-            SELECT * FROM UNNEST($1::text[], $2::int[], $3::int[], $4::bool[], $5::timestamptz[])
-            ON CONFLICT (game_id) DO UPDATE SET
-                home_score = EXCLUDED.home_score, away_score = EXCLUDED.away_score,
-                home_win = EXCLUDED.home_win, final_at = EXCLUDED.final_at, recorded_at = now()
-            WHERE outcomes.final_at <= EXCLUDED.final_at
-              AND (outcomes.home_score, outcomes.away_score, outcomes.home_win, outcomes.final_at)
-                  IS DISTINCT FROM
-                  (EXCLUDED.home_score, EXCLUDED.away_score, EXCLUDED.home_win, EXCLUDED.final_at)
-            "#,
-        )
-        .bind(&ids)
-        .bind(&home)
-        .bind(&away)
-        .bind(&wins)
-        .bind(&finals)
-        .execute(self.pool())
-        .await
-        .context("upserting outcomes")?;
-        Ok(result.rows_affected())
     }
 
     /// The stored outcome, if any.
@@ -408,6 +292,139 @@ impl Db {
         .context("writing a checkpoint")?;
         Ok(())
     }
+}
+
+/// [`Db::upsert_games`] on a connection or in a transaction: upserts games by
+/// `game_id`, in one statement. A record older (by `source_updated_at`) than
+/// the stored one changes nothing. Returns the rows inserted or updated.
+pub async fn upsert_games_on(conn: &mut sqlx::PgConnection, games: &[Game]) -> anyhow::Result<u64> {
+    if games.is_empty() {
+        return Ok(0);
+    }
+    let games = latest_per_key(
+        games,
+        |g| g.game_id.as_str(),
+        |kept, new| kept.source_updated_at > new.source_updated_at,
+    );
+    let n = games.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut sports = Vec::with_capacity(n);
+    let mut leagues = Vec::with_capacity(n);
+    let mut seasons = Vec::with_capacity(n);
+    let mut homes = Vec::with_capacity(n);
+    let mut aways = Vec::with_capacity(n);
+    let mut scheduled = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    // Postgres arrays must be rectangular, so the feature vectors travel
+    // flattened, with each row's offset and length.
+    let mut flat: Vec<f32> = Vec::new();
+    let mut offsets = Vec::with_capacity(n);
+    let mut lengths = Vec::with_capacity(n);
+    let mut feature_sets = Vec::with_capacity(n);
+    let mut sources = Vec::with_capacity(n);
+    let mut updated = Vec::with_capacity(n);
+    let mut produced = Vec::with_capacity(n);
+    for g in games {
+        ids.push(g.game_id.as_str());
+        sports.push(g.sport.as_str());
+        leagues.push(g.league.as_str());
+        seasons.push(g.season.as_str());
+        homes.push(g.home_team.as_str());
+        aways.push(g.away_team.as_str());
+        scheduled.push(g.scheduled_at);
+        statuses.push(g.status.as_str());
+        offsets.push(i32::try_from(flat.len()).context("feature batch too large")?);
+        lengths.push(i32::try_from(g.features.len()).context("feature vector too long")?);
+        flat.extend_from_slice(&g.features);
+        feature_sets.push(g.feature_set.as_str());
+        sources.push(g.source.as_str());
+        updated.push(g.source_updated_at);
+        produced.push(g.produced_at);
+    }
+    let result = sqlx::query(
+        r#"
+        INSERT INTO games (game_id, sport, league, season, home_team, away_team, scheduled_at,
+                           status, features, feature_set, source, source_updated_at, produced_at)
+        SELECT t.game_id, t.sport, t.league, t.season, t.home_team, t.away_team, t.scheduled_at,
+               t.status,
+               CASE WHEN t.len = 0 THEN '{}'::real[] ELSE ($9::real[])[t.off + 1 : t.off + t.len] END,
+               t.feature_set, t.source, t.source_updated_at, t.produced_at
+        FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::timestamptz[], $8::text[], $10::int[], $11::int[], $12::text[],
+                    $13::text[], $14::timestamptz[], $15::timestamptz[])
+             AS t(game_id, sport, league, season, home_team, away_team, scheduled_at, status,
+                  off, len, feature_set, source, source_updated_at, produced_at)
+        ON CONFLICT (game_id) DO UPDATE SET
+            sport = EXCLUDED.sport, league = EXCLUDED.league, season = EXCLUDED.season,
+            home_team = EXCLUDED.home_team, away_team = EXCLUDED.away_team,
+            scheduled_at = EXCLUDED.scheduled_at, status = EXCLUDED.status,
+            features = EXCLUDED.features, feature_set = EXCLUDED.feature_set,
+            source = EXCLUDED.source, source_updated_at = EXCLUDED.source_updated_at,
+            produced_at = EXCLUDED.produced_at, updated_at = now()
+        WHERE games.source_updated_at <= EXCLUDED.source_updated_at
+        "#,
+    )
+    .bind(&ids)
+    .bind(&sports)
+    .bind(&leagues)
+    .bind(&seasons)
+    .bind(&homes)
+    .bind(&aways)
+    .bind(&scheduled)
+    .bind(&statuses)
+    .bind(&flat)
+    .bind(&offsets)
+    .bind(&lengths)
+    .bind(&feature_sets)
+    .bind(&sources)
+    .bind(&updated)
+    .bind(&produced)
+    .execute(&mut *conn)
+    .await
+    .context("upserting games")?;
+    Ok(result.rows_affected())
+}
+
+/// [`Db::upsert_outcomes`] on a connection or in a transaction.
+pub async fn upsert_outcomes_on(
+    conn: &mut sqlx::PgConnection,
+    outcomes: &[Outcome],
+) -> anyhow::Result<u64> {
+    if outcomes.is_empty() {
+        return Ok(0);
+    }
+    let outcomes = latest_per_key(
+        outcomes,
+        |o| o.game_id.as_str(),
+        |kept, new| kept.final_at > new.final_at,
+    );
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.game_id.as_str()).collect();
+    let home: Vec<i32> = outcomes.iter().map(|o| o.home_score as i32).collect();
+    let away: Vec<i32> = outcomes.iter().map(|o| o.away_score as i32).collect();
+    let wins: Vec<bool> = outcomes.iter().map(|o| o.home_win).collect();
+    let finals: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.final_at).collect();
+    let result = sqlx::query(
+        r#"
+        INSERT INTO outcomes (game_id, home_score, away_score, home_win, final_at)
+        SELECT * FROM UNNEST($1::text[], $2::int[], $3::int[], $4::bool[], $5::timestamptz[])
+        ON CONFLICT (game_id) DO UPDATE SET
+            home_score = EXCLUDED.home_score, away_score = EXCLUDED.away_score,
+            home_win = EXCLUDED.home_win, final_at = EXCLUDED.final_at, recorded_at = now()
+        WHERE outcomes.final_at <= EXCLUDED.final_at
+          AND (outcomes.home_score, outcomes.away_score, outcomes.home_win, outcomes.final_at)
+              IS DISTINCT FROM
+              (EXCLUDED.home_score, EXCLUDED.away_score, EXCLUDED.home_win, EXCLUDED.final_at)
+        "#,
+    )
+    .bind(&ids)
+    .bind(&home)
+    .bind(&away)
+    .bind(&wins)
+    .bind(&finals)
+    .execute(&mut *conn)
+    .await
+    .context("upserting outcomes")?;
+    Ok(result.rows_affected())
 }
 
 #[cfg(test)]

@@ -183,6 +183,11 @@ impl Ratings {
         self.teams.get(key)
     }
 
+    /// Replaces a team's state (one read back from storage).
+    pub fn set(&mut self, key: TeamKey, state: TeamState) {
+        self.teams.insert(key, state);
+    }
+
     /// Every team's state (for storage).
     pub fn teams(&self) -> impl Iterator<Item = (&TeamKey, &TeamState)> {
         self.teams.iter()
