@@ -38,7 +38,7 @@ fn version(g: u64, v: u64) -> SourceGame {
         0 => (GameStatus::Scheduled, None, None),
         v if v % 10 == 9 => (
             GameStatus::Final,
-            Some(90 + (v % 20) as u32),
+            Some(100 + v as u32),
             Some(88 + (g % 17) as u32),
         ),
         v => (
@@ -115,13 +115,52 @@ fn ingest(c: &mut Criterion) {
                         let t = Instant::now();
                         let report = rt.block_on(pipeline.process("bench", &games)).unwrap();
                         spent += t.elapsed();
-                        assert_eq!(report.games as u64, batch, "every version is new");
+                        assert_eq!(
+                            report.games as u64, batch,
+                            "every version is new: {report:?}"
+                        );
                     }
                     spent
                 });
             },
         );
     }
+    // Several sources at once (leagues of their own, as shards of one
+    // replica would have): their batches overlap, one in Postgres while
+    // another is in Kafka.
+    let streams = 4u64;
+    let batch = 2_000u64;
+    group.throughput(Throughput::Elements(streams * batch));
+    let mut round = 0u64;
+    group.bench_function(BenchmarkId::new("process/new/4_sources_x", batch), |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let batches: Vec<Vec<SourceGame>> = (0..streams)
+                    .map(|s| {
+                        (0..batch)
+                            .map(|g| {
+                                let mut v = version(g + 7_000_000_000 + s * 1_000_000, round);
+                                v.league = format!("l{s}");
+                                v
+                            })
+                            .collect()
+                    })
+                    .collect();
+                round += 1;
+                let t = Instant::now();
+                let reports =
+                    rt.block_on(futures::future::join_all(batches.iter().enumerate().map(
+                        |(s, games)| pipeline.process(["s0", "s1", "s2", "s3"][s], games),
+                    )));
+                spent += t.elapsed();
+                for r in reports {
+                    assert_eq!(r.unwrap().games as u64, batch, "every version is new");
+                }
+            }
+            spent
+        });
+    });
     group.finish();
     drop(pipeline);
     let _ = rt.block_on(t.drop_database());

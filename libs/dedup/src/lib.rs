@@ -42,6 +42,10 @@
 //!    the source yields it again. So a source must not advance its checkpoint
 //!    past records that were released.
 //!
+//! A caller that stores its records in Postgres itself can split step 4:
+//! [`Dedup::confirm_in`] in the transaction that stores them, then
+//! [`Dedup::remember`] after the commit (the collector does).
+//!
 //! A claim is a lease (`DEDUP_CLAIM_LEASE`): if the replica dies between claim
 //! and publish, the key becomes claimable again when the lease runs out, and
 //! the record is not lost. The lease must exceed the longest publish, or a
@@ -600,9 +604,7 @@ impl Dedup {
         // Seen keys this replica's filter lacked (marked elsewhere): the next
         // re-fetch of them skips Redis.
         if let Some((current, _)) = &local {
-            for key in &learned {
-                current.insert(key);
-            }
+            current.insert_all(&learned);
         }
         inner
             .counters
@@ -661,13 +663,37 @@ impl Dedup {
         if keys.is_empty() {
             return Ok(());
         }
+        self.inner.store.confirm(keys).await?;
+        self.remember(keys).await;
+        Ok(())
+    }
+
+    /// [`Dedup::mark_seen`]'s Postgres half on the caller's connection or
+    /// transaction: commit it with the records' own writes, so a record is
+    /// seen exactly when it is stored (and one round trip and one commit are
+    /// saved). Follow the commit with [`Dedup::remember`].
+    #[instrument(skip_all, fields(keys = keys.len()))]
+    pub async fn confirm_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        keys: &[DedupKey],
+    ) -> anyhow::Result<()> {
+        store::confirm_on(conn, keys).await
+    }
+
+    /// [`Dedup::mark_seen`]'s bloom half: sets the keys' bits in the local
+    /// and the shared filters, after [`Dedup::confirm_in`] committed. Cannot
+    /// fail: without Redis the keys are still in Postgres (the fallback is
+    /// counted), which keeps every verdict right.
+    #[instrument(skip_all, fields(keys = keys.len()))]
+    pub async fn remember(&self, keys: &[DedupKey]) {
+        if keys.is_empty() {
+            return;
+        }
         let inner = &self.inner;
-        inner.store.confirm(keys).await?;
         let generation = self.generation();
         if let Some((current, _)) = self.local_filters(generation) {
-            for key in keys {
-                current.insert(key);
-            }
+            current.insert_all(keys);
         }
         match inner.redis.bloom(&inner.counters).await {
             Some(bloom) => match bloom.insert(generation, keys).await {
@@ -679,7 +705,6 @@ impl Dedup {
             },
             None => inner.counters.fallback(),
         }
-        Ok(())
     }
 
     /// Gives claimed keys back after a failed publish, so the records are

@@ -94,20 +94,13 @@ impl ExactStore {
     /// Records `keys` as seen for good: inserts the new ones, confirms
     /// pending claims, leaves confirmed rows alone.
     pub(crate) async fn confirm(&self, keys: &[DedupKey]) -> anyhow::Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO dedup_keys (key) \
-             SELECT k FROM UNNEST($1::bytea[]) AS t(k) ORDER BY k \
-             ON CONFLICT (key) DO UPDATE SET claimed_until = NULL \
-                WHERE dedup_keys.claimed_until IS NOT NULL",
-        )
-        .bind(sorted_bytes(keys))
-        .execute(self.db.pool())
-        .await
-        .context("marking dedup keys seen")?;
-        Ok(())
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .context("marking dedup keys seen")?;
+        confirm_on(&mut conn, keys).await
     }
 
     /// Deletes the pending claims among `keys` (never a confirmed key).
@@ -146,4 +139,25 @@ impl ExactStore {
         .context("purging old dedup keys")?;
         Ok(done.rows_affected())
     }
+}
+
+/// Confirms keys (claimed or not) on a connection or in a transaction.
+pub(crate) async fn confirm_on(
+    conn: &mut sqlx::PgConnection,
+    keys: &[DedupKey],
+) -> anyhow::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO dedup_keys (key) \
+         SELECT k FROM UNNEST($1::bytea[]) AS t(k) ORDER BY k \
+         ON CONFLICT (key) DO UPDATE SET claimed_until = NULL \
+            WHERE dedup_keys.claimed_until IS NOT NULL",
+    )
+    .bind(sorted_bytes(keys))
+    .execute(&mut *conn)
+    .await
+    .context("marking dedup keys seen")?;
+    Ok(())
 }

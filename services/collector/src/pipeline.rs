@@ -15,8 +15,10 @@
 //!    features it was first published with once under way), each new final
 //!    result moving the ratings; the teams are written back; the `Game`s and
 //!    `Outcome`s are published to Kafka (idempotent producer, acks=all) and
-//!    upserted. Then the transaction commits.
-//! 4. [`Dedup::mark_seen`]: only now is a version seen.
+//!    upserted; the versions' claims are confirmed in the dedup's exact store
+//!    ([`Dedup::confirm_in`]). Then the transaction commits: a version is
+//!    seen exactly when its records are stored.
+//! 4. [`Dedup::remember`]: the bloom bits, so a re-fetch is cheap.
 //!
 //! Any failure in 3 rolls the transaction back and releases the claims, so the
 //! versions are published when the source yields them again (and the source's
@@ -156,18 +158,14 @@ impl Pipeline {
         if mine.is_empty() {
             return Ok(report);
         }
-        match self.publish(source, &mine).await {
+        match self.publish(source, &mine, &mine_keys).await {
             Ok(out) => {
                 report.games = out.games;
                 report.outcomes = out.outcomes;
                 report.ratings_applied = out.ratings_applied;
-                if let Err(e) = self.dedup.mark_seen(&mine_keys).await {
-                    // Published already: the claims stay pending until their
-                    // lease ends, and the versions are duplicates till then.
-                    // After it, a re-fetch would publish them again (a
-                    // duplicate, never a loss).
-                    tracing::warn!(source, "published, but marking seen failed: {e:#}");
-                }
+                // Committed with the records; now the bloom bits, so the
+                // next re-fetch is cheap.
+                self.dedup.remember(&mine_keys).await;
                 Ok(report)
             }
             Err(e) => {
@@ -182,7 +180,12 @@ impl Pipeline {
     }
 
     /// Step 3 of the module docs, for versions this replica claimed.
-    async fn publish(&self, source: &str, mine: &[&SourceGame]) -> anyhow::Result<BatchReport> {
+    async fn publish(
+        &self,
+        source: &str,
+        mine: &[&SourceGame],
+        keys: &[DedupKey],
+    ) -> anyhow::Result<BatchReport> {
         let mut tx = self
             .db
             .pool()
@@ -289,6 +292,7 @@ impl Pipeline {
             .context("publishing outcomes")?;
         upsert_games_on(&mut tx, &game_msgs).await?;
         upsert_outcomes_on(&mut tx, &outcome_msgs).await?;
+        self.dedup.confirm_in(&mut tx, keys).await?;
         tx.commit().await.context("committing the batch")?;
 
         metrics::counter!("collector_published_total", "source" => source.to_owned(), "kind" => "game")
