@@ -195,14 +195,16 @@ fn bloom_script() -> &'static redis::Script {
                 return pos
             end
 
-            -- One GETBIT first: a new item is usually out after it. The
-            -- rest in one BITFIELD call rather than k - 1 GETBITs (each
-            -- redis.call costs about a microsecond).
-            local function has(key, pos)
-                if redis.call('GETBIT', key, pos[1]) == 0 then
+            -- One GETBIT first: a new item is usually out after it (the
+            -- other positions are not even computed). The rest in one
+            -- BITFIELD call rather than k - 1 GETBITs (each redis.call costs
+            -- about a microsecond). `pos` may be given, or nil.
+            local function has(key, x, y, pos)
+                if redis.call('GETBIT', key, x) == 0 then
                     return false
                 end
                 if k == 1 then return true end
+                pos = pos or positions(x, y)
                 local args = {}
                 for i = 2, k do
                     args[#args + 1] = 'GET'
@@ -234,17 +236,20 @@ fn bloom_script() -> &'static redis::Script {
 
             local out = {}
             for i = 1, n do
-                local pos = positions(tonumber(ARGV[3 + 2 * i]), tonumber(ARGV[4 + 2 * i]))
+                local x = tonumber(ARGV[3 + 2 * i])
+                local y = tonumber(ARGV[4 + 2 * i])
                 if mode == 0 then
-                    local hit = (cur_exists and has(cur, pos))
-                        or (prev_exists and has(prev, pos))
+                    local hit = (cur_exists and has(cur, x, y, nil))
+                        or (prev_exists and has(prev, x, y, nil))
                     out[i] = hit and '1' or '0'
-                elseif mode == 1 then
-                    set(cur, pos)
                 else
+                    local pos = positions(x, y)
                     -- The old bits answer for the current generation.
-                    local hit = set(cur, pos) or (prev_exists and has(prev, pos))
-                    out[i] = hit and '1' or '0'
+                    local hit = set(cur, pos)
+                    if mode == 2 then
+                        hit = hit or (prev_exists and has(prev, x, y, pos))
+                        out[i] = hit and '1' or '0'
+                    end
                 end
             end
             if mode ~= 0 and n > 0 then

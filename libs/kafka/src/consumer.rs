@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,6 +178,10 @@ struct Ctx {
     /// The partitions held now, kept here so that a probe can read them
     /// without holding the consumer open.
     assignment: Arc<Mutex<Vec<(String, i32)>>>,
+    /// Set once the final commit is done: the revoke of the close then
+    /// commits nothing more (a synchronous commit from inside the close's
+    /// rebalance can stall it).
+    closing: AtomicBool,
 }
 
 impl Ctx {
@@ -228,10 +232,13 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Revoke(tpl) = rebalance {
             self.generation.fetch_add(1, Ordering::SeqCst);
             // Commit what was handled on the partitions we are about to lose,
-            // so their next owner starts right after it.
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => warn!(group = %self.group, error = %e, "commit on revoke failed"),
+            // so their next owner starts right after it (on close, `run` has
+            // committed already).
+            if !self.closing.load(Ordering::SeqCst) {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(e) => warn!(group = %self.group, error = %e, "commit on revoke failed"),
+                }
             }
             self.set_assignment(|a| {
                 a.retain(|(t, p)| {
@@ -373,6 +380,7 @@ impl<M: Decode> Consumer<M> {
         let ctx = Ctx {
             group: opts.group_id.clone(),
             generation: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
             assignment: Arc::default(),
         };
         let inner: StreamConsumer<Ctx> =
@@ -423,17 +431,35 @@ impl<M: Decode> Consumer<M> {
         let mut summary = RunSummary::default();
         let result = self.read_loop(&mut handler, &shutdown, &mut summary).await;
         let consumer = self.inner;
-        // Commit and close block their thread for a broker round trip.
-        let closed = tokio::task::spawn_blocking(move || {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => warn!(error = %e, "final offset commit failed"),
-            }
-            drop(consumer);
-        })
-        .await;
-        if closed.is_err() {
-            warn!(%group, "closing the consumer panicked");
+        // Commit and close block their thread for a broker round trip; the
+        // close waits for the group to take the partitions back, which a
+        // struggling broker can drag out. Both run on a thread of their own
+        // (not the runtime's blocking pool, which a runtime waits for when
+        // it shuts down), and `run` waits for them up to CLOSE_TIMEOUT; past
+        // it the group notices the member gone by its session timeout.
+        const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-consumer-close".into())
+            .spawn(move || {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(e) => warn!(error = %e, "final offset commit failed"),
+                }
+                consumer.context().closing.store(true, Ordering::SeqCst);
+                drop(consumer);
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Err(e) => warn!(%group, "cannot start the consumer's close thread: {e}"),
+            Ok(_) => match tokio::time::timeout(CLOSE_TIMEOUT, done_rx).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => warn!(%group, "closing the consumer panicked"),
+                Err(_) => warn!(
+                    %group,
+                    "the consumer did not close within {CLOSE_TIMEOUT:?}; the group will drop it after its session timeout"
+                ),
+            },
         }
         info!(%group, ?summary, "consumer stopped");
         result.map(|()| summary)

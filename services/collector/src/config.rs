@@ -251,6 +251,10 @@ pub struct Config {
     pub retry_max: Duration,
     /// `SHUTDOWN_TIMEOUT`: how long shutdown waits for batches in flight.
     pub shutdown_timeout: Duration,
+    /// `DEDUP_RETENTION`: how long the exact store keeps a version's key.
+    /// A version that comes again after that is published again, so keep it
+    /// longer than any source re-sends old records (and than two windows).
+    pub dedup_retention: Duration,
 }
 
 impl Config {
@@ -305,7 +309,18 @@ impl Config {
             },
             retry_max: p.duration("COLLECTOR_RETRY_MAX", Duration::from_secs(30)),
             shutdown_timeout: p.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(10)),
+            dedup_retention: p.duration("DEDUP_RETENTION", Duration::from_secs(30 * 24 * 3600)),
         };
+        if cfg.dedup_retention < cfg.dedup.window * 2 {
+            p.problem(
+                "DEDUP_RETENTION",
+                format!(
+                    "{:?} is shorter than two DEDUP_WINDOWs ({:?}): the exact store would forget keys the filters still hold",
+                    cfg.dedup_retention,
+                    cfg.dedup.window * 2
+                ),
+            );
+        }
         if !(cfg.elo.k > 0.0 && cfg.elo.k <= 200.0) {
             p.problem("ELO_K", "must be in (0, 200]");
         }

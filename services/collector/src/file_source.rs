@@ -242,6 +242,7 @@ impl Source for FileSource {
             games: chunk.games,
             rejected,
             cursor: Some(self.position.to_string()),
+            truth: Vec::new(),
         }))
     }
 

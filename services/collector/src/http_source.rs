@@ -324,6 +324,7 @@ impl HttpSource {
             games,
             rejected: board.rejected.len(),
             cursor: Some(fetched_at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            truth: Vec::new(),
         })
     }
 

@@ -14,7 +14,10 @@
 //!   the sources with `COLLECTOR_SHARD` / `COLLECTOR_SHARDS`.
 //!
 //! HTTP (port 8082): `GET /v1/sources` (each source's state, counts,
-//! checkpoint), `/health`, `/ready`, `/metrics`.
+//! checkpoint; for a simulator its oracle Brier score), `/health`, `/ready`,
+//! `/metrics`. A simulator's true probabilities go to `game_truth`, so a
+//! model's Brier score can be set against the oracle's on the same games.
+//! Keys older than `DEDUP_RETENTION` leave the exact store every 10 minutes.
 
 pub mod config;
 pub mod espn;
@@ -58,6 +61,38 @@ async fn sources(State(statuses): State<Statuses>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "sources": list }))
 }
 
+/// Every 10 minutes, deletes the exact store's keys older than `retention`
+/// (in slices, so no statement holds many locks). Every replica may run it:
+/// the deletes are idempotent.
+async fn purge_dedup_keys(
+    pipeline: Arc<pipeline::Pipeline>,
+    retention: Duration,
+    stop: CancellationToken,
+) {
+    const SLICE: u32 = 10_000;
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        loop {
+            match pipeline.dedup().purge_older_than(retention, SLICE).await {
+                Ok(n) => {
+                    metrics::counter!("collector_dedup_keys_purged_total").increment(n);
+                    if n < u64::from(SLICE) || stop.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("purging old dedup keys: {e:#}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Runs the collector until `shutdown`: this replica's sources, and HTTP on
 /// `listener`.
 pub async fn run(
@@ -85,6 +120,11 @@ pub async fn run(
 
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    tasks.spawn(purge_dedup_keys(
+        pipeline.clone(),
+        cfg.dedup_retention,
+        stop.clone(),
+    ));
     let mut statuses = Vec::new();
     for spec in cfg.my_sources() {
         let status: SharedStatus = Arc::new(Mutex::new(SourceStatus {

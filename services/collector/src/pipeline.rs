@@ -38,7 +38,7 @@ use fantasy_kafka::Producer;
 use fantasy_messages::{Game, GameStatus, Message as _, Outcome, SchemaVersion};
 use sqlx::Row as _;
 
-use crate::source::SourceGame;
+use crate::source::{GameTruth, SourceGame};
 
 /// What one batch came to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -306,6 +306,30 @@ impl Pipeline {
             ratings_applied: applied,
             ..BatchReport::default()
         })
+    }
+}
+
+impl Pipeline {
+    /// Stores a simulator's true probabilities (`game_truth`); a game
+    /// already there keeps its first value (the simulator is deterministic).
+    pub async fn record_truth(&self, source: &str, truth: &[GameTruth]) -> anyhow::Result<()> {
+        if truth.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = truth.iter().map(|t| t.game_id.as_str()).collect();
+        let probs: Vec<f64> = truth.iter().map(|t| t.home_win_prob).collect();
+        sqlx::query(
+            "INSERT INTO game_truth (game_id, source, home_win_prob)
+             SELECT g, $3, p FROM UNNEST($1::text[], $2::float8[]) AS t(g, p)
+             ON CONFLICT (game_id) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&probs)
+        .bind(source)
+        .execute(self.db.pool())
+        .await
+        .context("storing true probabilities")?;
+        Ok(())
     }
 }
 

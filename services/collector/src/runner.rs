@@ -107,7 +107,14 @@ pub async fn run_source<S: Source>(
                 let mut attempt = 0;
                 loop {
                     let started = std::time::Instant::now();
-                    match pipeline.process(&name, &batch.games).await {
+                    let done = match pipeline.process(&name, &batch.games).await {
+                        Ok(report) => pipeline
+                            .record_truth(&name, &batch.truth)
+                            .await
+                            .map(|()| report),
+                        Err(e) => Err(e),
+                    };
+                    match done {
                         Ok(report) => {
                             metrics::histogram!("collector_batch_seconds", "source" => name.clone())
                                 .record(started.elapsed().as_secs_f64());

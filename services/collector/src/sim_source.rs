@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use fantasy_messages::GameStatus;
 use fantasy_sim::{Season, SimClock, SimConfig, SimGame};
 
-use crate::source::{Batch, Fetch, Source, SourceGame};
+use crate::source::{Batch, Fetch, GameTruth, Source, SourceGame};
 
 /// How long a simulated game lasts (season time), from start to final.
 pub const GAME_LENGTH: chrono::Duration = chrono::Duration::hours(2);
@@ -214,6 +214,17 @@ impl Source for SimSource {
         }
         let events: Vec<Event> = self.events[self.next..self.next + due].to_vec();
         let games: Vec<SourceGame> = events.iter().map(|e| self.version(e)).collect();
+        let truth: Vec<GameTruth> = events
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::Scheduled))
+            .map(|e| {
+                let g = &self.season.games[e.game];
+                GameTruth {
+                    game_id: g.game_id.clone(),
+                    home_win_prob: g.true_home_win_prob,
+                }
+            })
+            .collect();
         for e in &events {
             if let Kind::Final = e.kind {
                 let g = &self.season.games[e.game];
@@ -227,6 +238,7 @@ impl Source for SimSource {
             games,
             rejected: 0,
             cursor: Some(self.next.to_string()),
+            truth,
         }))
     }
 

@@ -87,6 +87,17 @@ pub struct Batch {
     /// The checkpoint to store once every game of this batch is published
     /// (`None`: keep the stored one).
     pub cursor: Option<String>,
+    /// What only a simulator knows: the true home-win probability of games
+    /// of this batch, stored in `game_truth` so a model's Brier score can be
+    /// compared with the oracle's on the same games.
+    pub truth: Vec<GameTruth>,
+}
+
+/// A game's true home-win probability (from the simulator's model).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GameTruth {
+    pub game_id: String,
+    pub home_win_prob: f64,
 }
 
 /// What a source has to say when asked for more.

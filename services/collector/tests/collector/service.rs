@@ -199,6 +199,17 @@ async fn with_redis_down_the_exact_store_keeps_every_record_once() {
         "a scheduled and a final version each"
     );
     assert_eq!(infra.outcomes().await.len(), n_games);
+    // The simulator's truth is stored: the oracle Brier from Postgres is the
+    // one the source reports.
+    let brier: f64 = sqlx::query_scalar(
+        "SELECT avg(power(t.home_win_prob - CASE WHEN o.home_win THEN 1 ELSE 0 END, 2))
+         FROM game_truth t JOIN outcomes o USING (game_id)",
+    )
+    .fetch_one(infra.db.db.pool())
+    .await
+    .unwrap();
+    let reported = done["sim:nba"]["details"]["oracle_brier"].as_f64().unwrap();
+    assert!((brier - reported).abs() < 1e-9, "{brier} vs {reported}");
 
     // The source forgets where it was and yields everything again: the
     // exact store knows every version, so nothing goes out twice.
