@@ -66,6 +66,28 @@ pub async fn fetch_broker_info(
     .unwrap_or(Err(KafkaError::Canceled))
 }
 
+/// A service's start-up: when `KAFKA_CREATE_TOPICS` is on, creates the
+/// stack's topics that do not exist yet (with `KAFKA_PARTITIONS`, under
+/// `KAFKA_TOPIC_PREFIX`).
+pub async fn ensure_stack_topics(cfg: &KafkaConfig) -> anyhow::Result<()> {
+    if cfg.create_topics {
+        let specs: Vec<TopicSpec> = fantasy_messages::Topic::ALL
+            .iter()
+            .map(|t| t.spec(&cfg.topic_prefix, cfg.partitions))
+            .collect();
+        ensure_topics(cfg, &specs).await?;
+    }
+    Ok(())
+}
+
+/// A service's `/ready` check: some broker answers within 2 s.
+pub async fn broker_answers(cfg: &KafkaConfig) -> anyhow::Result<()> {
+    fetch_broker_info(cfg, Duration::from_secs(2))
+        .await
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("no broker answered: {e}"))
+}
+
 /// Creates the topics of `specs` that do not exist yet; returns the names it
 /// created. Topics that exist are left as they are (a smaller partition count
 /// than asked is logged: partitions can be added, never removed).

@@ -26,7 +26,9 @@ mod producer;
 mod tail;
 mod trace;
 
-pub use admin::{BrokerInfo, ensure_topics, fetch_broker_info};
+pub use admin::{
+    BrokerInfo, broker_answers, ensure_stack_topics, ensure_topics, fetch_broker_info,
+};
 pub use config::{Compression, KafkaConfig, Topics};
 pub use consumer::{
     AssignmentProbe, Consumer, ConsumerError, ConsumerOptions, Decode, Handler, Raw, Record,

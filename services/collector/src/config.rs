@@ -446,6 +446,17 @@ mod tests {
             e.contains("listed twice") && e.contains("COLLECTOR_SHARD"),
             "{e}"
         );
+        let e = Config::from_env(&env(&[
+            ("COLLECTOR_SOURCES", "sim:nba"),
+            ("DEDUP_WINDOW", "24h"),
+            ("DEDUP_RETENTION", "36h"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("DEDUP_RETENTION") && e.contains("two DEDUP_WINDOW"),
+            "{e}"
+        );
         let cfg = Config::from_env(&env(&[("COLLECTOR_SOURCES", "sim:nba,sim:nfl")])).unwrap();
         assert_eq!(cfg.my_sources().count(), 2, "one replica runs everything");
     }

@@ -50,7 +50,6 @@
 //!   read (each is also logged with its id and the reason).
 
 use std::fmt;
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -58,13 +57,12 @@ use anyhow::Context as _;
 use chrono::{DateTime, Datelike as _, SecondsFormat, Utc};
 use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::{Rng as _, RngCore};
 use reqwest::header::RETRY_AFTER;
 use reqwest::{StatusCode, Url};
 use tokio::time::Instant;
 
 use crate::espn;
-use crate::source::{Batch, Fetch, Source, SourceGame};
+use crate::source::{Batch, Fetch, Source, SourceGame, backoff};
 
 /// The User-Agent of every request: who is asking, so that the owner of the
 /// server can tell us apart (and tell us off).
@@ -229,7 +227,6 @@ pub struct HttpSource {
     url: Url,
     client: reqwest::Client,
     limiter: DefaultDirectRateLimiter,
-    jitter: Jitter,
     /// When the next poll is due (`None`: at once).
     next_poll: Option<Instant>,
 }
@@ -281,12 +278,10 @@ impl HttpSource {
             .user_agent(USER_AGENT)
             .build()
             .with_context(|| format!("{name}: building the HTTP client"))?;
-        let jitter = Jitter::seeded(name);
         Ok(Self {
             url,
             client,
             limiter: RateLimiter::direct(quota),
-            jitter,
             next_poll: None,
             cfg,
         })
@@ -386,12 +381,7 @@ impl HttpSource {
                     );
                     wait
                 }
-                None => backoff(
-                    retries - 1,
-                    self.cfg.backoff_base,
-                    self.cfg.backoff_max,
-                    &mut self.jitter,
-                ),
+                None => backoff(retries - 1, self.cfg.backoff_base, self.cfg.backoff_max),
             };
             metrics::counter!("collector_fetches_total", "source" => self.cfg.name.clone(), "result" => "retry")
                 .increment(1);
@@ -553,14 +543,6 @@ enum Failure {
     Fatal(HttpSourceError),
 }
 
-/// The wait before retry number `retry + 1` (`retry` from 0): "full jitter",
-/// uniform in `[0, min(max, base × 2^retry)]`.
-fn backoff(retry: u32, base: Duration, max: Duration, rng: &mut impl RngCore) -> Duration {
-    let ceiling = base.saturating_mul(2u32.saturating_pow(retry)).min(max);
-    let ceiling = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(rng.random_range(0..=ceiling))
-}
-
 /// A `Retry-After` value: whole seconds, or an HTTP-date (a date in the past
 /// is no wait). Anything else is `None` (the back-off applies).
 fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
@@ -591,39 +573,6 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// The back-off's random numbers: SplitMix64. The workspace builds `rand`
-/// without its OS-seeded generators (default features off), and jitter needs
-/// no quality beyond "different in every process", so the seed comes from
-/// std's per-process random hash keys.
-#[derive(Debug)]
-struct Jitter(u64);
-
-impl Jitter {
-    fn seeded(name: &str) -> Self {
-        let mut h = std::hash::RandomState::new().build_hasher();
-        h.write(name.as_bytes());
-        Self(h.finish())
-    }
-}
-
-impl RngCore for Jitter {
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        rand::rand_core::impls::fill_bytes_via_next(self, dst);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone as _;
@@ -633,19 +582,16 @@ mod tests {
     #[test]
     fn backoff_is_full_jitter_below_a_doubling_capped_ceiling() {
         let (base, max) = (Duration::from_millis(500), Duration::from_secs(60));
-        let mut rng = Jitter::seeded("test");
         for retry in 0..40 {
             let ceiling = base.saturating_mul(2u32.saturating_pow(retry)).min(max);
-            let waits: Vec<Duration> = (0..200)
-                .map(|_| backoff(retry, base, max, &mut rng))
-                .collect();
+            let waits: Vec<Duration> = (0..200).map(|_| backoff(retry, base, max)).collect();
             assert!(waits.iter().all(|w| *w <= ceiling), "retry {retry}");
             // Full jitter: spread over the whole range, not bunched at the top.
             assert!(waits.iter().any(|w| *w < ceiling / 4), "retry {retry}");
             assert!(waits.iter().any(|w| *w > ceiling * 3 / 4), "retry {retry}");
         }
         assert_eq!(
-            backoff(3, Duration::ZERO, max, &mut rng),
+            backoff(3, Duration::ZERO, max),
             Duration::ZERO,
             "a zero base never waits"
         );

@@ -38,8 +38,7 @@ use axum::{Json, Router};
 use fantasy_db::Db;
 use fantasy_dedup::Dedup;
 use fantasy_http::layers;
-use fantasy_kafka::{Producer, ensure_topics, fetch_broker_info};
-use fantasy_messages::Topic;
+use fantasy_kafka::{Producer, broker_answers, ensure_stack_topics};
 use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -103,13 +102,7 @@ pub async fn run(
     let _ = fantasy_telemetry::metrics_handle();
     let db = Db::connect(&cfg.db).await?;
     db.migrate().await?;
-    if cfg.kafka.create_topics {
-        let specs: Vec<_> = Topic::ALL
-            .iter()
-            .map(|t| t.spec(&cfg.kafka.topic_prefix, cfg.kafka.partitions))
-            .collect();
-        ensure_topics(&cfg.kafka, &specs).await?;
-    }
+    ensure_stack_topics(&cfg.kafka).await?;
     let producer = Producer::new(&cfg.kafka).context("creating the Kafka producer")?;
     // Redis is connected lazily: the collector starts, and stays correct
     // (slower), while Redis is down.
@@ -166,12 +159,7 @@ pub async fn run(
             })
             .check("kafka", move || {
                 let kafka = kafka.clone();
-                async move {
-                    fetch_broker_info(&kafka, Duration::from_secs(2))
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| anyhow::anyhow!("no broker answered: {e}"))
-                }
+                async move { broker_answers(&kafka).await }
             })
     };
     let routes = Router::new()

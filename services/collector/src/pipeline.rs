@@ -475,7 +475,8 @@ async fn store_teams(
     Ok(())
 }
 
-/// Every team's ratings as stored (for `GET /v1/ratings` and tests).
+/// Every team's ratings as stored (for readers outside a batch, such as the
+/// trainer; the tests compare them with an offline replay).
 pub async fn load_ratings(db: &Db, elo: EloParams) -> anyhow::Result<Ratings> {
     let rows = sqlx::query(
         "SELECT sport, league, team, rating, games_played, last_game_at, recent FROM team_ratings",

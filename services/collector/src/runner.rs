@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{BatchReport, Pipeline};
-use crate::source::{Fetch, Source};
+use crate::source::{Fetch, Source, backoff};
 
 /// Where a source stands (`GET /v1/sources`).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -37,12 +37,9 @@ fn update(status: &SharedStatus, f: impl FnOnce(&mut SourceStatus)) {
     }
 }
 
-/// Exponential back-off from 100 ms to `max`, with jitter.
-fn backoff(attempt: u32, max: Duration) -> Duration {
-    let base = Duration::from_millis(100).saturating_mul(1 << attempt.min(16));
-    let capped = base.min(max);
-    capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
-}
+/// The first back-off after a failed batch or fetch (the upper end of its
+/// jitter); it doubles per attempt up to `COLLECTOR_RETRY_MAX`.
+const RETRY_BASE: Duration = Duration::from_millis(100);
 
 /// Sleeps `d`, or less when `stop` fires; `false` when stopped.
 async fn pause(d: Duration, stop: &CancellationToken) -> bool {
@@ -74,7 +71,7 @@ pub async fn run_source<S: Source>(
             Err(e) => {
                 tracing::warn!(source = %name, "cannot read the checkpoint: {e:#}");
                 update(&status, |s| s.last_error = Some(format!("{e:#}")));
-                if !pause(backoff(attempt, retry_max), &stop).await {
+                if !pause(backoff(attempt, RETRY_BASE, retry_max), &stop).await {
                     return;
                 }
                 attempt += 1;
@@ -150,7 +147,7 @@ pub async fn run_source<S: Source>(
                                 s.errors += 1;
                                 s.last_error = Some(format!("{e:#}"));
                             });
-                            if !pause(backoff(attempt, retry_max), &stop).await {
+                            if !pause(backoff(attempt, RETRY_BASE, retry_max), &stop).await {
                                 update(&status, |s| s.state = "stopped");
                                 return;
                             }
@@ -180,7 +177,7 @@ pub async fn run_source<S: Source>(
                     s.errors += 1;
                     s.last_error = Some(format!("{e:#}"));
                 });
-                if !pause(backoff(fetch_errors, retry_max), &stop).await {
+                if !pause(backoff(fetch_errors, RETRY_BASE, retry_max), &stop).await {
                     break;
                 }
                 fetch_errors += 1;

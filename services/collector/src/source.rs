@@ -14,6 +14,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use fantasy_messages::GameStatus;
 
+/// The wait before retry number `retry + 1` (`retry` from 0) of a fetch or
+/// a batch: "full jitter", uniform in `[0, min(max, base × 2^retry)]`, so
+/// replicas that failed together do not retry together.
+pub fn backoff(retry: u32, base: Duration, max: Duration) -> Duration {
+    use rand::Rng as _;
+    let ceiling = base.saturating_mul(2u32.saturating_pow(retry)).min(max);
+    let ceiling = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::rng().random_range(0..=ceiling))
+}
+
 /// One game as a source saw it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceGame {

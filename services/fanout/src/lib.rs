@@ -32,8 +32,7 @@ use axum::routing::get;
 use fantasy_cache::Cache;
 use fantasy_http::auth::Authenticator;
 use fantasy_http::{ApiError, layers};
-use fantasy_kafka::{TailReader, TailStart, ensure_topics, fetch_broker_info};
-use fantasy_messages::Topic;
+use fantasy_kafka::{TailReader, TailStart, broker_answers, ensure_stack_topics};
 use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -129,13 +128,7 @@ pub async fn run(
         )
     })?;
     let topics = cfg.kafka.topics();
-    if cfg.kafka.create_topics {
-        let specs: Vec<_> = Topic::ALL
-            .iter()
-            .map(|t| t.spec(&cfg.kafka.topic_prefix, cfg.kafka.partitions))
-            .collect();
-        ensure_topics(&cfg.kafka, &specs).await?;
-    }
+    ensure_stack_topics(&cfg.kafka).await?;
     let predictions = TailReader::open(
         &cfg.kafka,
         &topics.predictions,
@@ -244,12 +237,7 @@ pub async fn run(
             })
             .check("kafka", move || {
                 let kafka = kafka.clone();
-                async move {
-                    fetch_broker_info(&kafka, Duration::from_secs(2))
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| anyhow::anyhow!("no broker answered: {e}"))
-                }
+                async move { broker_answers(&kafka).await }
             })
     };
     let routes = Router::new()

@@ -30,9 +30,9 @@ use fantasy_http::auth::Authenticator;
 use fantasy_http::{RateLimiter, layers};
 use fantasy_inference::{Engine, Runtime};
 use fantasy_kafka::{
-    Consumer, ConsumerOptions, Producer, StartFrom, ensure_topics, fetch_broker_info,
+    Consumer, ConsumerOptions, Producer, StartFrom, broker_answers, ensure_stack_topics,
 };
-use fantasy_messages::{Game, ModelPublished, Topic};
+use fantasy_messages::{Game, ModelPublished};
 use fantasy_registry::Registry;
 use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
@@ -62,13 +62,7 @@ pub async fn run(
         )
     })?;
     let topics = cfg.kafka.topics();
-    if cfg.kafka.create_topics {
-        let specs: Vec<_> = Topic::ALL
-            .iter()
-            .map(|t| t.spec(&cfg.kafka.topic_prefix, cfg.kafka.partitions))
-            .collect();
-        ensure_topics(&cfg.kafka, &specs).await?;
-    }
+    ensure_stack_topics(&cfg.kafka).await?;
     let producer = Producer::new(&cfg.kafka).context("creating the Kafka producer")?;
 
     let engine = Arc::new(Engine::empty());
@@ -164,12 +158,7 @@ pub async fn run(
             })
             .check("kafka", move || {
                 let kafka = kafka.clone();
-                async move {
-                    fetch_broker_info(&kafka, Duration::from_secs(2))
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| anyhow::anyhow!("no broker answered: {e}"))
-                }
+                async move { broker_answers(&kafka).await }
             })
     };
     let state = Arc::new(api::AppState {
