@@ -11,16 +11,20 @@
 //!   metadata when present.
 //! - [`Batcher`]: the dynamic batcher on dedicated threads, bounded.
 //! - [`Engine`]: the current model behind an atomic pointer, for hot swaps.
+//! - [`Scorer`]: a model scoring rows in bulk off the serving path (the
+//!   trainer's evaluation).
 
 pub mod batcher;
 pub mod engine;
 pub mod model;
 pub mod runtime;
+pub mod scorer;
 
 pub use batcher::{Batcher, PredictError};
 pub use engine::Engine;
 pub use model::{ModelInfo, ModelSpec, OutputKind, sha256_hex};
 pub use runtime::{Device, Runtime};
+pub use scorer::Scorer;
 
 use std::fmt;
 use std::path::PathBuf;

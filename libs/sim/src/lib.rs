@@ -64,7 +64,11 @@ impl Default for SimConfig {
             round_interval: chrono::Duration::days(1),
             home_advantage: 0.25,
             strength_sd: 0.6,
-            drift_sd: 0.03,
+            // About 0.13 logit over an 82-game season: form and injuries
+            // move a team, they do not reshuffle the league (that is what
+            // `regime_change_round` is for). At 0.03 a team's strength would
+            // wander by most of the league's spread within one season.
+            drift_sd: 0.01,
             regime_change_round: None,
             score_base: 100.0,
             score_spread: 10.0,

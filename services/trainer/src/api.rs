@@ -1,0 +1,247 @@
+//! The trainer's REST API. Every `/v1` route is for operators: it needs a
+//! token with the `admin` claim (with `AUTH_REQUIRED=false`, as in the local
+//! all-in-one, callers without a token are let through).
+//!
+//! - `GET /v1/models`: every version, newest first, with status and scores.
+//! - `GET /v1/models/{version}`: one version.
+//! - `POST /v1/models/{version}/promote`: make it active and announce it.
+//! - `POST /v1/rollback`: re-activate the version active before the current one.
+//! - `POST /v1/train`: train now (no cool-down; 409 while a training runs);
+//!   answers when the run ends, with its report.
+//! - `GET /v1/runs`: the last training runs.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router, middleware};
+use chrono::{DateTime, Utc};
+use fantasy_http::ApiError;
+use fantasy_http::auth::{Authenticator, Client, authenticate};
+use fantasy_messages::TrainingMetrics;
+use fantasy_registry::ModelRecord;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::control::{ControlState, Reason, Request};
+use crate::train::{RunError, RunReport, Trainer};
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub trainer: Arc<Trainer>,
+    pub control: mpsc::Sender<Request>,
+    pub state: Arc<ControlState>,
+    pub auth_required: bool,
+}
+
+/// A model version as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct ModelView {
+    pub model_name: String,
+    pub version: String,
+    pub status: &'static str,
+    pub artifact_uri: String,
+    pub sha256: String,
+    pub feature_set: String,
+    pub n_features: u32,
+    pub metrics: TrainingMetrics,
+    pub created_at: DateTime<Utc>,
+    pub activated_at: Option<DateTime<Utc>>,
+}
+
+impl From<ModelRecord> for ModelView {
+    fn from(r: ModelRecord) -> Self {
+        Self {
+            status: r.status.as_str(),
+            model_name: r.model_name,
+            version: r.version,
+            artifact_uri: r.artifact_uri,
+            sha256: r.sha256,
+            feature_set: r.feature_set,
+            n_features: r.n_features,
+            metrics: r.metrics,
+            created_at: r.created_at,
+            activated_at: r.activated_at,
+        }
+    }
+}
+
+fn admin(s: &AppState, client: &Client) -> Result<(), ApiError> {
+    if client.admin || (!s.auth_required && !client.authenticated) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "this endpoint needs a token with the admin claim",
+        ))
+    }
+}
+
+async fn list(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&s, &client)?;
+    let t = &s.trainer;
+    let models: Vec<ModelView> = t
+        .registry
+        .list(&t.model_name)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(ModelView::from)
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "model_name": t.model_name, "models": models }),
+    ))
+}
+
+async fn one(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    Path(version): Path<String>,
+) -> Result<Json<ModelView>, ApiError> {
+    admin(&s, &client)?;
+    let t = &s.trainer;
+    t.registry
+        .get(&t.model_name, &version)
+        .await
+        .map_err(ApiError::internal)?
+        .map(|r| Json(ModelView::from(r)))
+        .ok_or_else(|| ApiError::not_found(format!("no version {version} of {}", t.model_name)))
+}
+
+async fn promote(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    Path(version): Path<String>,
+) -> Result<Json<ModelView>, ApiError> {
+    admin(&s, &client)?;
+    let t = &s.trainer;
+    if t.registry
+        .get(&t.model_name, &version)
+        .await
+        .map_err(ApiError::internal)?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "no version {version} of {}",
+            t.model_name
+        )));
+    }
+    tracing::info!(%version, by = %client.id, "promotion requested");
+    let record = t.promote(&version).await.map_err(ApiError::internal)?;
+    Ok(Json(record.into()))
+}
+
+async fn rollback(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+) -> Result<Json<ModelView>, ApiError> {
+    admin(&s, &client)?;
+    let t = &s.trainer;
+    // Only "nothing to roll back to" is the caller's problem.
+    let has_previous: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM models WHERE model_name = $1
+                        AND status = 'retired' AND activated_at IS NOT NULL)",
+    )
+    .bind(&t.model_name)
+    .fetch_one(t.db.pool())
+    .await
+    .map_err(ApiError::internal)?;
+    if !has_previous {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "nothing_to_roll_back",
+            format!("{} has no earlier active version", t.model_name),
+        ));
+    }
+    tracing::info!(by = %client.id, "rollback requested");
+    let record = t.rollback().await.map_err(ApiError::internal)?;
+    Ok(Json(record.into()))
+}
+
+async fn train(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+) -> Result<Json<RunReport>, ApiError> {
+    admin(&s, &client)?;
+    let busy = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "training_running",
+            "a training is running; try again when it ends",
+        )
+    };
+    if s.state.running.load(Ordering::SeqCst) {
+        return Err(busy());
+    }
+    let (tx, rx) = oneshot::channel();
+    s.control
+        .try_send(Request {
+            reason: Reason::Api,
+            detail: format!("requested by {}", client.id),
+            reply: Some(tx),
+        })
+        .map_err(|_| busy())?;
+    match rx.await {
+        Ok(Ok(report)) => Ok(Json(report)),
+        Ok(Err(RunError::Busy)) => Err(busy()),
+        Ok(Err(e @ RunError::NotEnoughData { .. })) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_enough_data",
+            e.to_string(),
+        )),
+        Ok(Err(RunError::Failed(e))) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "training_failed",
+            format!("{e:#}"),
+        )),
+        Err(_) => Err(ApiError::unavailable(
+            "shutting_down",
+            "the trainer is shutting down",
+        )),
+    }
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct RunRow {
+    id: i64,
+    trigger: String,
+    status: String,
+    candidate_version: Option<String>,
+    details: serde_json::Value,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+async fn runs(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&s, &client)?;
+    let t = &s.trainer;
+    let rows: Vec<RunRow> = sqlx::query_as(
+        "SELECT id, trigger, status, candidate_version, details, started_at, finished_at
+         FROM training_runs WHERE model_name = $1 ORDER BY id DESC LIMIT 50",
+    )
+    .bind(&t.model_name)
+    .fetch_all(t.db.pool())
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({ "runs": rows })))
+}
+
+pub fn router(state: Arc<AppState>, auth: Arc<Authenticator>) -> Router {
+    Router::new()
+        .route("/v1/models", get(list))
+        .route("/v1/models/{version}", get(one))
+        .route("/v1/models/{version}/promote", post(promote))
+        .route("/v1/rollback", post(rollback))
+        .route("/v1/train", post(train))
+        .route("/v1/runs", get(runs))
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(auth, authenticate))
+}

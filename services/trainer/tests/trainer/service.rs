@@ -1,0 +1,345 @@
+//! Evaluation, triggers, training, the gate, the registry and the API.
+
+use std::time::Duration;
+
+use fantasy_features::{FEATURE_NAMES, FEATURE_SET};
+use fantasy_inference::{BatcherConfig, Runtime};
+use fantasy_messages::testing;
+use fantasy_messages::{ModelStatus, Prediction, Topic, TrainingMetrics};
+use fantasy_model::LogisticModel;
+use fantasy_model::export::{ExportMeta, to_onnx};
+use fantasy_registry::{ModelRecord, ModelStore, Registry};
+use serde_json::Value;
+
+use crate::support::{App, Infra, token};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn prediction(game_id: &str, version: &str, prob: f32) -> Prediction {
+    Prediction {
+        model_version: version.into(),
+        ..testing::prediction(game_id, prob)
+    }
+}
+
+/// Latest stored scores of `version`: (count, accuracy, brier, log loss).
+async fn stored_scores(infra: &Infra, version: &str) -> Option<(i64, f64, f64, f64)> {
+    sqlx::query_as(
+        "SELECT sample_count, accuracy, brier, log_loss FROM model_metrics
+         WHERE model_version = $1 ORDER BY evaluated_at DESC LIMIT 1",
+    )
+    .bind(version)
+    .fetch_optional(infra.db.db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_are_exact_and_redelivery_bad_outcomes_change_nothing() {
+    let infra = Infra::new().await;
+    let games: Vec<_> = ["g1", "g2", "g3", "g4"].map(testing::game).into();
+    infra.db.db.upsert_games(&games).await.unwrap();
+    let app = App::spawn(&infra, &[("TRAIN_BOOTSTRAP", "false")]).await;
+
+    // p:    0.8 win, 0.3 loss, 0.6 loss, 0.5 win -> accuracy 3/4,
+    // Brier (0.04 + 0.09 + 0.36 + 0.25) / 4 = 0.185,
+    // log loss -(ln .8 + ln .7 + ln .4 + ln .5) / 4.
+    let predictions = [
+        prediction("g1", "v-eval", 0.8),
+        prediction("g2", "v-eval", 0.3),
+        prediction("g3", "v-eval", 0.6),
+        prediction("g4", "v-eval", 0.5),
+    ];
+    let mut outcomes: Vec<_> = ["g1", "g2", "g3", "g4"].map(testing::outcome).into();
+    for o in &mut outcomes[1..3] {
+        (o.home_score, o.away_score, o.home_win) = (90, 100, false);
+    }
+    infra.publish(&predictions).await;
+    infra.publish(&outcomes).await;
+    let (count, accuracy, brier, log_loss) = infra
+        .wait_for("scores of 4 games", WAIT, || async {
+            stored_scores(&infra, "v-eval").await.filter(|s| s.0 == 4)
+        })
+        .await;
+    // f32 probabilities on the wire: compare to float precision.
+    let expected_ll = -(0.8f64.ln() + 0.7f64.ln() + 0.4f64.ln() + 0.5f64.ln()) / 4.0;
+    assert_eq!(count, 4);
+    assert!((accuracy - 0.75).abs() < 1e-9, "{accuracy}");
+    assert!((brier - 0.185).abs() < 1e-6, "{brier}");
+    assert!((log_loss - expected_ll).abs() < 1e-6, "{log_loss}");
+    let announced = infra.read(Topic::Metrics, Duration::from_secs(2)).await;
+    let last = announced
+        .iter()
+        .rev()
+        .find(|m| m["model_version"] == "v-eval")
+        .expect("scores on `metrics`");
+    assert_eq!(last["count"], 4);
+    assert_eq!(last["window"], 500);
+    assert!(!last["calibration"].as_array().unwrap().is_empty());
+
+    // Everything again (a redelivery), a repeated outcome, and an outcome
+    // for a game nobody knows.
+    infra.publish(&predictions).await;
+    infra.publish(&outcomes).await;
+    infra
+        .publish(&[testing::outcome("g1"), testing::outcome("ghost")])
+        .await;
+    infra
+        .wait_for("the unknown game to be counted", WAIT, || async {
+            let m = app.metrics().await;
+            m.lines()
+                .any(|l| l.starts_with("trainer_outcomes_total{kind=\"unknown_game\"} 1"))
+                .then_some(())
+        })
+        .await;
+    let m = app.metrics().await;
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("trainer_outcomes_total{kind=\"duplicate\"}") && !l.ends_with(" 0")
+        ),
+        "{m}"
+    );
+    let again = stored_scores(&infra, "v-eval").await.unwrap();
+    assert_eq!(again.0, 4);
+    assert!((again.1 - accuracy).abs() < 1e-12 && (again.2 - brier).abs() < 1e-12);
+    assert!((again.3 - log_loss).abs() < 1e-12);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_model_is_bootstrapped_announced_and_loadable_and_a_tampered_one_refused() {
+    let infra = Infra::new().await;
+    infra.insert_history(11, 60).await;
+    let app = App::spawn(&infra, &[]).await;
+    let version = infra
+        .wait_for("a bootstrapped model", WAIT, || infra.active())
+        .await;
+
+    let (status, body) = app.call("GET", &format!("/v1/models/{version}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "active");
+    assert_eq!(body["feature_set"], FEATURE_SET);
+    assert!(body["metrics"]["n_holdout"].as_u64().unwrap() > 0);
+    let (_, runs) = app.call("GET", "/v1/runs").await;
+    let run = &runs["runs"][0];
+    assert_eq!(run["trigger"], "bootstrap");
+    assert_eq!(run["status"], "promoted");
+    assert!(
+        run["details"]["report"]["export_max_diff"]
+            .as_f64()
+            .unwrap()
+            < 1e-5
+    );
+
+    let announced = infra.read(Topic::Models, Duration::from_secs(2)).await;
+    let last = announced.last().expect("an announcement on `models`");
+    assert_eq!(last["version"], version.as_str());
+    assert_eq!(last["status"], "active");
+    assert_eq!(last["sha256"], body["sha256"]);
+
+    // The predictor's loader takes it from the registry and checks it.
+    let runtime = Runtime::get(None).unwrap();
+    let registry = Registry::new(infra.db.db.clone());
+    let cfg = BatcherConfig::default();
+    let batcher = predictor::models::from_registry(runtime, &registry, "win-prob", &cfg)
+        .await
+        .unwrap()
+        .expect("an active model");
+    assert_eq!(batcher.info().version, version);
+    assert_eq!(batcher.n_features(), FEATURE_NAMES.len());
+    drop(batcher);
+
+    // One byte changed: refused on its checksum.
+    let uri = body["artifact_uri"].as_str().unwrap();
+    let path = url::Url::parse(uri).unwrap().to_file_path().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last_byte = bytes.len() - 1;
+    bytes[last_byte] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let Err(err) = predictor::models::from_registry(runtime, &registry, "win-prob", &cfg).await
+    else {
+        panic!("a tampered artifact was loaded");
+    };
+    assert!(err.to_string().contains("refusing"), "{err:#}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_in_accuracy_fires_one_retrain_and_the_cool_down_holds() {
+    let infra = Infra::new().await;
+    let (games, outcomes) = infra.insert_history(12, 60).await;
+    let app = App::spawn(&infra, &[]).await;
+    let v1 = infra
+        .wait_for("a bootstrapped model", WAIT, || infra.active())
+        .await;
+
+    // The active version gets every game wrong: each batch re-scores it
+    // under the threshold.
+    let mut batches = games.chunks(100).zip(outcomes.chunks(100)).map(|(g, o)| {
+        g.iter()
+            .zip(o)
+            .map(|(g, o)| Prediction {
+                scheduled_at: g.scheduled_at,
+                ..prediction(&g.game_id, &v1, if o.home_win { 0.1 } else { 0.9 })
+            })
+            .collect::<Vec<_>>()
+    });
+    infra.publish(&batches.next().unwrap()).await;
+    let accuracy_runs = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM training_runs WHERE trigger = 'accuracy' AND status <> 'running'",
+        )
+        .fetch_one(infra.db.db.pool())
+        .await
+        .unwrap();
+        n
+    };
+    infra
+        .wait_for("the accuracy retrain", WAIT, || async {
+            (accuracy_runs().await >= 1).then_some(())
+        })
+        .await;
+    // Later drops within the cool-down are counted, not trained on.
+    for batch in batches.take(3) {
+        infra.publish(&batch).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    infra
+        .wait_for("suppressed triggers", WAIT, || async {
+            app.metrics()
+                .await
+                .contains("trainer_triggers_suppressed_total{reason=\"accuracy\"}")
+                .then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(accuracy_runs().await, 1);
+
+    // Same history, same model: not better by the margin, so rejected, and
+    // the active version stays.
+    let (_, runs) = app.call("GET", "/v1/runs").await;
+    let run = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["trigger"] == "accuracy")
+        .unwrap()
+        .clone();
+    assert_eq!(run["status"], "rejected", "{run}");
+    let rejected = run["candidate_version"].as_str().unwrap();
+    let (_, body) = app.call("GET", &format!("/v1/models/{rejected}")).await;
+    assert_eq!(body["status"], "rejected");
+    assert!(body["metrics"]["log_loss"].as_f64().unwrap() > 0.0);
+    assert_eq!(infra.active().await.as_deref(), Some(v1.as_str()));
+    app.stop().await;
+}
+
+/// An active model that has everything backwards.
+async fn install_bad_model(infra: &Infra) -> String {
+    let model = LogisticModel {
+        mean: vec![0.0; 8],
+        scale: vec![1.0; 8],
+        weights: vec![-20.0, -5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        intercept: 10.0,
+    };
+    let meta = ExportMeta {
+        model_name: "win-prob".into(),
+        version: "bad-1".into(),
+        feature_set: FEATURE_SET.into(),
+        feature_names: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        trained_at: chrono::Utc::now().to_rfc3339(),
+        extra: vec![],
+    };
+    let store = ModelStore::open(&format!("file://{}", infra.store.path().display())).unwrap();
+    let (uri, sha256) = store
+        .put("win-prob", "bad-1", to_onnx(&model, &meta).unwrap())
+        .await
+        .unwrap();
+    let registry = Registry::new(infra.db.db.clone());
+    registry
+        .insert(&ModelRecord {
+            model_name: "win-prob".into(),
+            version: "bad-1".into(),
+            artifact_uri: uri,
+            sha256,
+            feature_set: FEATURE_SET.into(),
+            n_features: 8,
+            status: ModelStatus::Candidate,
+            metrics: TrainingMetrics {
+                n_train: 1,
+                n_holdout: 1,
+                log_loss: 1.0,
+                brier: 0.5,
+                accuracy: 0.1,
+            },
+            created_at: chrono::Utc::now(),
+            activated_at: None,
+        })
+        .await
+        .unwrap();
+    registry.activate("win-prob", "bad-1").await.unwrap();
+    "bad-1".into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_better_candidate_is_promoted_rollback_restores_and_the_api_wants_an_admin() {
+    let infra = Infra::new().await;
+    infra.insert_history(13, 60).await;
+    // History rows with NaN features: counted and left out.
+    sqlx::query(
+        "UPDATE games SET features[4] = 'NaN'
+         WHERE game_id IN (SELECT game_id FROM games ORDER BY game_id LIMIT 10)",
+    )
+    .execute(infra.db.db.pool())
+    .await
+    .unwrap();
+    let bad = install_bad_model(&infra).await;
+    let app = App::spawn(&infra, &[("TRAIN_BOOTSTRAP", "false")]).await;
+
+    assert_eq!(app.call_as("POST", "/v1/train", None).await.0, 401);
+    let (status, body) = app.call_as("POST", "/v1/train", Some(&token(false))).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        app.call_as("GET", "/v1/models", Some(&token(false)))
+            .await
+            .0,
+        403
+    );
+
+    let (status, report) = app.call("POST", "/v1/train").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["decision"], "promoted");
+    assert_eq!(report["skipped_rows"], 10);
+    assert_eq!(report["active"]["version"], bad.as_str());
+    let active_ll = report["active"]["scores"]["log_loss"].as_f64().unwrap();
+    let candidate_ll = report["candidate"]["log_loss"].as_f64().unwrap();
+    assert!(candidate_ll < active_ll, "{report}");
+    let new = report["version"].as_str().unwrap().to_owned();
+    assert_eq!(infra.active().await.as_deref(), Some(new.as_str()));
+    let announced = infra.read(Topic::Models, Duration::from_secs(2)).await;
+    assert_eq!(announced.last().unwrap()["version"], new.as_str());
+
+    // Roll back: the bad one serves again, announced.
+    let (status, body) = app.call("POST", "/v1/rollback").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], bad.as_str());
+    assert_eq!(infra.active().await.as_deref(), Some(bad.as_str()));
+    let announced = infra.read(Topic::Models, Duration::from_secs(2)).await;
+    assert_eq!(announced.last().unwrap()["version"], bad.as_str());
+
+    // And forward again by hand.
+    let (status, body) = app.call("POST", &format!("/v1/models/{new}/promote")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(infra.active().await.as_deref(), Some(new.as_str()));
+    let (_, list) = app.call("GET", "/v1/models").await;
+    let statuses: Vec<(Value, Value)> = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["version"].clone(), m["status"].clone()))
+        .collect();
+    assert!(statuses.contains(&(Value::from(new.as_str()), Value::from("active"))));
+    assert!(statuses.contains(&(Value::from(bad.as_str()), Value::from("retired"))));
+    assert_eq!(app.call("POST", "/v1/models/nope/promote").await.0, 404);
+    app.stop().await;
+}
