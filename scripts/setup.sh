@@ -7,6 +7,7 @@
 #   - Postgres and Redis running on 127.0.0.1 (started if installed but stopped)
 #
 #   - ONNX Runtime (from the PyPI wheel) in .tools/onnxruntime
+#   - the `onnx` package (its model checker) in .tools/python
 #   - Chromium (Debian) and playwright-core (npm) for the dashboard test
 #
 # Later parts of the stack add their own needs here, so the README's two
@@ -73,6 +74,21 @@ with zipfile.ZipFile(wheels[0]) as z:
 PY
   ln -sf "libonnxruntime.so.$ORT_VERSION" "$ort_lib/libonnxruntime.so"
   rm -rf "$tmp"
+fi
+
+# --- The ONNX reference checker ---------------------------------------------------
+# The trainer's exported graphs are checked in the tests by `onnx.checker`
+# (the `onnx` package, with shape inference), kept in .tools/python.
+ONNX_VERSION=1.23.2
+if [ ! -d ".tools/python/onnx-$ONNX_VERSION.dist-info" ]; then
+  log "installing the onnx package $ONNX_VERSION into .tools/python"
+  rm -rf .tools/python
+  python3 -m pip install --quiet --disable-pip-version-check --target .tools/python \
+    "onnx==$ONNX_VERSION" 2>&1 | grep -v "^WARNING: Running pip as" >&2 || true
+  if [ ! -d ".tools/python/onnx-$ONNX_VERSION.dist-info" ]; then
+    log "could not install onnx $ONNX_VERSION from PyPI"
+    exit 1
+  fi
 fi
 
 # --- A headless browser --------------------------------------------------------

@@ -89,3 +89,43 @@ proptest! {
         }
     }
 }
+
+/// The reference checker of the `onnx` package (full check, with shape
+/// inference) accepts the export; scripts/setup.sh puts it in .tools/python.
+#[test]
+fn the_onnx_checker_accepts_the_export() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let site = root.join(".tools/python");
+    assert!(
+        site.join("onnx").is_dir(),
+        "the onnx package is missing from {}: run scripts/setup.sh",
+        site.display()
+    );
+    let n = 8;
+    let (x, y) = data(2_000, n);
+    let model = LogisticModel::fit(&x, &y, n, &FitOptions::default()).expect("fits");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, to_onnx(&model, &meta(n)).expect("exports")).expect("written");
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", &site)
+        .arg("-c")
+        .arg(
+            "import sys, onnx\n\
+             m = onnx.load(sys.argv[1])\n\
+             onnx.checker.check_model(m, full_check=True)\n\
+             out = onnx.shape_inference.infer_shapes(m, strict_mode=True).graph.output[0]\n\
+             print(out.name, [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim])",
+        )
+        .arg(&path)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "onnx.checker refused the export: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "home_win_prob ['batch', 1]");
+}
