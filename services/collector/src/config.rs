@@ -6,7 +6,7 @@
 //!
 //! | kind | argument | options (default) |
 //! | --- | --- | --- |
-//! | `sim` | the league, e.g. `nba` | `seed` (1), `teams` (30), `games` (82 per team), `season` (`sim-<seed>`), `minutes` (10: wall time of the whole season; 0 plays it at once), `batch` (1000), `regime_round` (none) |
+//! | `sim` | the league, e.g. `nba` | `seed` (1), `teams` (30), `games` (82 per team), `season` (`sim-<seed>`), `minutes` (10: wall time of the season after its history; 0 plays it at once), `history` (0: rounds played at once at the start, as a back-fill), `batch` (1000), `regime_round` (none) |
 //! | `espn` | `<sport>/<league>`, e.g. `basketball/nba` | `base` (`https://site.api.espn.com/apis/site/v2/sports`), `interval` (30s), `rps` (1: requests per second, retries included), `burst` (1), `timeout` (10s), `retries` (5) |
 //! | `file` | a path to `.csv` or `.ndjson` (see FILES.md) | `batch` (1000), `sport`, `league` (when the file has no such column) |
 //!
@@ -94,6 +94,7 @@ impl SourceSpec {
                     name,
                     season,
                     season_duration: Duration::from_secs_f64(minutes * 60.0),
+                    history_rounds: opts.get_ranged("history", 0, 0..=100_000)?,
                     batch_size: opts.get_ranged("batch", 1000, 1..=100_000)?,
                 })
             }

@@ -33,8 +33,11 @@ pub struct SimSourceConfig {
     /// `sim:<league>`.
     pub name: String,
     pub season: SimConfig,
-    /// Wall time the whole season takes; zero plays it at once.
+    /// Wall time the season takes after its history; zero plays it at once.
     pub season_duration: Duration,
+    /// Rounds played at once at the start (history to train on), before the
+    /// clock starts.
+    pub history_rounds: usize,
     /// Most versions per batch.
     pub batch_size: usize,
 }
@@ -115,14 +118,23 @@ impl SimSource {
         if real == 0.0 {
             return None;
         }
+        let live_from = self.history_until();
         let from = self
             .events
             .get(self.next)
-            .map_or(self.cfg.season.start, |e| e.at);
-        let total = self.events.last().map_or(1.0, |e| {
-            (e.at - self.cfg.season.start).num_milliseconds() as f64 / 1e3
-        });
+            .map_or(self.cfg.season.start, |e| e.at)
+            .max(live_from);
+        let total = self
+            .events
+            .last()
+            .map_or(1.0, |e| (e.at - live_from).num_milliseconds() as f64 / 1e3);
         Some(SimClock::new(from, total.max(1.0) / real))
+    }
+
+    /// Versions before this season time are history: due at once.
+    fn history_until(&self) -> DateTime<Utc> {
+        let c = &self.cfg.season;
+        c.start + c.round_interval * i32::try_from(self.cfg.history_rounds).unwrap_or(i32::MAX)
     }
 
     fn version(&self, e: &Event) -> SourceGame {
@@ -199,8 +211,10 @@ impl Source for SimSource {
         let due = match &clock {
             None => pending.count(),
             Some(clock) => {
-                let now = clock.now();
-                pending.take_while(|e| e.at <= now).count()
+                let (now, history) = (clock.now(), self.history_until());
+                pending
+                    .take_while(|e| e.at < history || e.at <= now)
+                    .count()
             }
         };
         if due == 0 {
@@ -271,6 +285,7 @@ mod tests {
                 ..SimConfig::default()
             },
             season_duration: duration,
+            history_rounds: 0,
             batch_size: 7,
         })
         .unwrap()
@@ -328,5 +343,36 @@ mod tests {
             took >= Duration::from_millis(500) && took < Duration::from_secs(5),
             "{took:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn history_rounds_come_at_once_then_the_clock_runs() {
+        let mut s = source(4, Duration::from_secs(3600));
+        s.cfg.history_rounds = 4;
+        s.resume(None).unwrap();
+        let history_end = s.history_until();
+        let mut first = Vec::new();
+        loop {
+            match s.next().await.unwrap() {
+                Fetch::Batch(b) => first.extend(b.games),
+                Fetch::Wait(_) => break,
+                Fetch::Done => panic!("a season of an hour ended at once"),
+            }
+        }
+        // Every version before round 4 starts, and none after (the next is
+        // an hour's season away).
+        let finals = first
+            .iter()
+            .filter(|g| g.status == GameStatus::Final)
+            .count();
+        let played = s
+            .season()
+            .games
+            .iter()
+            .filter(|g| g.scheduled_at + GAME_LENGTH < history_end)
+            .count();
+        assert!(finals > 0);
+        assert_eq!(finals, played);
+        assert!(first.iter().all(|g| g.updated_at < history_end));
     }
 }

@@ -1,9 +1,9 @@
 //! The all-in-one `fantasy` command.
 //!
-//! For now: `fantasy broker` runs the embedded Kafka-protocol broker on its
-//! own, `fantasy migrate` applies the database schema, and `fantasy check`
-//! tells whether Postgres, Redis and Kafka answer. `fantasy up` (every service
-//! in one process) joins them as the services land.
+//! `fantasy up` runs the whole stack in one process (see [`up`]); `fantasy
+//! broker` runs the embedded Kafka-protocol broker on its own, `fantasy
+//! migrate` applies the database schema, and `fantasy check` tells whether
+//! Postgres, Redis and Kafka answer.
 //!
 //! The binary (`main.rs`) only parses arguments and calls into this library,
 //! so tests run the same code.
@@ -11,6 +11,7 @@
 pub mod broker;
 pub mod check;
 pub mod migrate;
+pub mod up;
 
 use fantasy_cache::RedisConfig;
 use fantasy_config::{ConfigError, Env, Parser};

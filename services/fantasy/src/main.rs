@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use fantasy::{Config, broker, check, migrate};
+use fantasy::{Config, broker, check, migrate, up};
 use fantasy_config::{Env, parse_duration};
 
 #[derive(Debug, Parser)]
@@ -22,6 +22,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole stack in one process: broker (unless KAFKA_BROKERS is
+    /// set), migrations, collector (a simulated league by default),
+    /// predictor, fanout and trainer; prints the URLs once predictions flow.
+    Up {
+        /// Address the services listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The predictor's port; the fanout, collector and trainer take the
+        /// next three.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Where models are kept (unless MODEL_STORE_URL is set).
+        #[arg(long, default_value = ".fantasy")]
+        data_dir: PathBuf,
+        /// Partitions of the embedded broker's topics (default: KAFKA_PARTITIONS, else 8).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1024))]
+        partitions: Option<i32>,
+    },
     /// Run the embedded Kafka-protocol broker (in memory) with the stack's topics.
     Broker {
         /// Brokers in the cluster.
@@ -47,7 +65,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut env = Env::from_process();
-    if env.get("RUST_LOG").is_none() && !matches!(cli.command, Command::Broker { .. }) {
+    if env.get("RUST_LOG").is_none() && matches!(cli.command, Command::Up { .. }) {
+        // The progress lines say what happens; the services' logs show
+        // problems.
+        env = env.with("RUST_LOG", "warn");
+    } else if env.get("RUST_LOG").is_none() && !matches!(cli.command, Command::Broker { .. }) {
         // One-shot commands print their own results; keep the log to problems.
         env = env.with("RUST_LOG", "warn");
     }
@@ -78,6 +100,29 @@ fn main() -> ExitCode {
     cfg.log();
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Up {
+                host,
+                port,
+                data_dir,
+                partitions,
+            } => {
+                println!("fantasy up: starting the stack");
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let signal = shutdown.clone();
+                tokio::spawn(async move {
+                    fantasy_http::shutdown_signal().await;
+                    signal.cancel();
+                });
+                let args = up::UpArgs {
+                    host,
+                    port,
+                    data_dir,
+                    partitions: partitions.unwrap_or(cfg.kafka.partitions),
+                };
+                up::run(&cfg, &env, args, shutdown, None).await?;
+                println!("fantasy: stopped");
+                Ok(true)
+            }
             Command::Broker {
                 brokers,
                 partitions,
