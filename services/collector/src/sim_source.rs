@@ -373,6 +373,6 @@ mod tests {
             .count();
         assert!(finals > 0);
         assert_eq!(finals, played);
-        assert!(first.iter().all(|g| g.updated_at < history_end));
+        assert!(first.iter().all(|g| g.updated_at <= history_end));
     }
 }

@@ -84,7 +84,8 @@ pub struct TrainConfig {
     /// `PROMOTE_METRIC`: `log_loss` (default) or `brier`.
     pub gate_metric: GateMetric,
     /// `PROMOTE_MARGIN`: how much lower the candidate's score must be than
-    /// the active model's on the held-out games.
+    /// the active model's on the held-out games (negative: how much worse it
+    /// may be; -1 promotes every candidate, for demos and tests).
     pub promote_margin: f64,
 }
 
@@ -152,7 +153,7 @@ impl Config {
                 holdout: p.ranged("TRAIN_HOLDOUT", 0.2, 0.05..=0.5),
                 l2: p.ranged("TRAIN_L2", 1.0, 0.0..=1e6),
                 gate_metric: p.parse("PROMOTE_METRIC", GateMetric::LogLoss),
-                promote_margin: p.ranged("PROMOTE_MARGIN", 0.0005, 0.0..=1.0),
+                promote_margin: p.ranged("PROMOTE_MARGIN", 0.0005, -1.0..=1.0),
             },
             bootstrap: p.flag("TRAIN_BOOTSTRAP", true),
             shutdown_timeout: p.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30)),
