@@ -1,0 +1,312 @@
+//! The stack as separate processes, as it runs in production: `fantasy
+//! broker` and the four service binaries, over TCP. Mid-stream the fanout is
+//! killed (SIGKILL) and started again, and the collector is stopped
+//! (SIGTERM) and started again; afterwards nothing is missing and nothing is
+//! duplicated, in Postgres or on a WebSocket client that recovers on
+//! reconnect.
+//!
+//! The service binaries are the workspace's (`cargo nextest run --workspace`
+//! builds them next to `fantasy`).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fantasy_db::testing::TestDb;
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+const FANTASY: &str = env!("CARGO_BIN_EXE_fantasy");
+
+fn binary(name: &str) -> PathBuf {
+    let path = Path::new(FANTASY).with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace's binaries (cargo build --bins, or run the tests with --workspace)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A service process; its output goes to `<dir>/<name>.log`.
+struct Proc {
+    name: &'static str,
+    addr: String,
+    env: Vec<(String, String)>,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn start(name: &'static str, env: &[(String, String)], dir: &Path) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut p = Proc {
+            name,
+            addr,
+            env: env.to_vec(),
+            dir: dir.to_owned(),
+            child: None,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", self.name)))
+            .unwrap();
+        let child = Command::new(binary(self.name))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("HTTP_ADDR", &self.addr)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn signal(&mut self, sig: &str) {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{} ignored {sig}", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.get(format!("http://{}/ready", self.addr)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            let log = std::fs::read_to_string(self.dir.join(format!("{}.log", self.name)))
+                .unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready in {within:?}; its log:\n{log}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A WebSocket client on `all` that reconnects and resubscribes with the
+/// positions it has seen; keeps every prediction frame.
+async fn client(addr: String, frames: Arc<Mutex<Vec<Value>>>, recovered: Arc<Mutex<Vec<bool>>>) {
+    let mut positions: BTreeMap<String, i64> = BTreeMap::new();
+    loop {
+        let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok((mut ws, _)) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/v1/stream"), tcp).await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let since = serde_json::json!({ "all": positions });
+        let sub = serde_json::json!({"op": "subscribe", "channels": ["all"], "since": since});
+        if ws.send(Message::text(sub.to_string())).await.is_err() {
+            continue;
+        }
+        while let Some(Ok(frame)) = ws.next().await {
+            let Message::Text(t) = frame else { continue };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            match v["type"].as_str() {
+                Some("subscribed") => recovered.lock().unwrap().push(v["recovered"] == true),
+                Some("prediction") => {
+                    let p = v["position"]["partition"].as_i64().unwrap().to_string();
+                    let o = v["position"]["offset"].as_i64().unwrap();
+                    let e = positions.entry(p).or_insert(-1);
+                    *e = (*e).max(o);
+                    frames.lock().unwrap().push(v);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_binaries_and_a_broker_survive_restarts_without_loss_or_duplicates() {
+    fantasy_telemetry::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new().await.unwrap();
+    let bootstrap_file = dir.path().join("bootstrap");
+    let mut broker = Command::new(FANTASY)
+        .args([
+            "broker",
+            "--brokers",
+            "1",
+            "--partitions",
+            "4",
+            "--bootstrap-file",
+        ])
+        .arg(&bootstrap_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kafka = loop {
+        if let Ok(s) = std::fs::read_to_string(&bootstrap_file) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "fantasy broker wrote no address");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let env: Vec<(String, String)> = [
+        ("KAFKA_BROKERS", kafka.as_str()),
+        ("KAFKA_CREATE_TOPICS", "false"),
+        ("DATABASE_URL", db.url.as_str()),
+        (
+            "REDIS_PREFIX",
+            &format!("test:{}:", uuid::Uuid::new_v4().simple()),
+        ),
+        ("AUTH_REQUIRED", "false"),
+        (
+            "MODEL_STORE_URL",
+            &format!("file://{}/models", dir.path().display()),
+        ),
+        // 10 teams: 16 rounds of history (80 games), 14 live rounds (70
+        // games) in about 20 s.
+        (
+            "COLLECTOR_SOURCES",
+            "sim:nba?seed=7&teams=10&games=30&history=16&minutes=0.33&batch=20",
+        ),
+        ("TRAIN_MIN_GAMES", "60"),
+        ("DEDUP_CLAIM_LEASE", "2s"),
+        ("RUST_LOG", "warn"),
+        ("LOG_FORMAT", "json"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+
+    let mut fanout = Proc::start("fanout", &env, dir.path());
+    let trainer = Proc::start("trainer", &env, dir.path());
+    let predictor = Proc::start("predictor", &env, dir.path());
+    fanout.wait_ready(Duration::from_secs(60)).await;
+    trainer.wait_ready(Duration::from_secs(60)).await;
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let recovered = Arc::new(Mutex::new(Vec::new()));
+    let ws = tokio::spawn(client(
+        fanout.addr.clone(),
+        frames.clone(),
+        recovered.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut collector = Proc::start("collector", &env, dir.path());
+    // The predictor is ready once the trainer's first model is loaded.
+    predictor.wait_ready(Duration::from_secs(120)).await;
+
+    let pool = db.db.pool();
+    let count = |sql: &'static str| async move {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
+        n
+    };
+    // Mid-stream: some live predictions out, kill the fanout and start it
+    // again; stop the collector and start it again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count("SELECT count(*) FROM predictions").await < 90 {
+        assert!(Instant::now() < deadline, "no live predictions");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fanout.signal("-KILL");
+    fanout.spawn();
+    collector.signal("-TERM");
+    collector.spawn();
+    fanout.wait_ready(Duration::from_secs(60)).await;
+    collector.wait_ready(Duration::from_secs(60)).await;
+
+    // The season ends; every game is predicted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let finals = count("SELECT count(*) FROM games WHERE status = 'final'").await;
+        let predicted = count("SELECT count(DISTINCT game_id) FROM predictions").await;
+        let received = frames.lock().unwrap().len();
+        if finals == 150 && predicted == 150 && received >= 150 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{finals} finals, {predicted} games predicted, {received} frames (of 150)"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ws.abort();
+
+    // Postgres: one game row and one prediction per game.
+    assert_eq!(count("SELECT count(*) FROM games").await, 150);
+    assert_eq!(count("SELECT count(*) FROM predictions").await, 150);
+    assert_eq!(count("SELECT count(*) FROM outcomes").await, 150);
+    // The client: it reconnected and recovered, and saw each prediction
+    // message once, one per game.
+    let recovered = recovered.lock().unwrap().clone();
+    assert!(
+        recovered.len() >= 2 && recovered.iter().all(|r| *r),
+        "{recovered:?}"
+    );
+    let frames = frames.lock().unwrap().clone();
+    let mut by_position: HashMap<(i64, i64), usize> = HashMap::new();
+    let mut by_game: HashMap<String, usize> = HashMap::new();
+    for f in &frames {
+        let key = (
+            f["position"]["partition"].as_i64().unwrap(),
+            f["position"]["offset"].as_i64().unwrap(),
+        );
+        *by_position.entry(key).or_default() += 1;
+        *by_game
+            .entry(f["data"]["game_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(by_position.values().all(|n| *n == 1), "a frame came twice");
+    assert_eq!(by_game.len(), 150, "a game's prediction is missing");
+    assert!(
+        by_game.values().all(|n| *n == 1),
+        "a game was predicted twice"
+    );
+
+    for mut p in [collector, predictor, trainer, fanout] {
+        p.signal("-TERM");
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &broker.id().to_string()])
+        .status();
+    let _ = broker.wait();
+}
