@@ -95,6 +95,11 @@ struct ClientsArgs {
     /// One latency sample per this many frames of a connection.
     #[arg(long, default_value_t = 16)]
     sample_every: u64,
+    /// What latency is measured from: the prediction's `predicted_at`, or
+    /// `event_produced_at` (when the collector produced the game event: the
+    /// whole pipeline).
+    #[arg(long, default_value = "predicted_at", value_parser = ["predicted_at", "event_produced_at"])]
+    latency_from: String,
 }
 
 #[derive(Debug, Args)]
@@ -211,10 +216,10 @@ impl Stats {
     }
 }
 
-/// `"predicted_at":"<RFC 3339>"` in a frame, as µs since the epoch.
-fn predicted_at_us(frame: &str) -> Option<i64> {
-    const KEY: &str = "\"predicted_at\":\"";
-    let start = frame.find(KEY)? + KEY.len();
+/// `"<field>":"<RFC 3339>"` in a frame, as µs since the epoch.
+fn timestamp_us(frame: &str, field: &str) -> Option<i64> {
+    let key = format!("\"{field}\":\"");
+    let start = frame.find(&key)? + key.len();
     let len = frame[start..].find('"')?;
     let t = chrono::DateTime::parse_from_rfc3339(&frame[start..start + len]).ok()?;
     Some(t.timestamp_micros())
@@ -233,6 +238,7 @@ async fn clients(args: ClientsArgs) -> anyhow::Result<()> {
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
     let start = Instant::now();
+    let latency_from: Arc<str> = args.latency_from.as_str().into();
     // Handshakes in flight at once: a burst of SYNs beyond the listen
     // backlog only costs retries.
     let handshakes = Arc::new(Semaphore::new(256));
@@ -293,6 +299,7 @@ async fn clients(args: ClientsArgs) -> anyhow::Result<()> {
             stop: stop.clone(),
             start,
             sample_every: args.sample_every.max(1),
+            latency_from: latency_from.clone(),
         };
         tasks.spawn(client.run(permit));
     }
@@ -408,6 +415,7 @@ struct Client {
     stop: CancellationToken,
     start: Instant,
     sample_every: u64,
+    latency_from: Arc<str>,
 }
 
 impl Client {
@@ -495,7 +503,7 @@ impl Client {
                             .bytes
                             .fetch_add(t.len() as u64, Ordering::Relaxed);
                         if frames % self.sample_every == 1 % self.sample_every
-                            && let Some(at) = predicted_at_us(t)
+                            && let Some(at) = timestamp_us(t, &self.latency_from)
                         {
                             let lat = (chrono::Utc::now().timestamp_micros() - at)
                                 .clamp(0, i64::from(u32::MAX));
@@ -593,7 +601,15 @@ mod tests {
     #[test]
     fn latency_reads_predicted_at_from_a_frame() {
         let f = r#"{"type":"prediction","data":{"predicted_at":"2026-11-22T10:00:00.000001Z"}}"#;
-        assert_eq!(predicted_at_us(f), Some(1_795_341_600_000_001));
-        assert_eq!(predicted_at_us(r#"{"type":"prediction"}"#), None);
+        assert_eq!(timestamp_us(f, "predicted_at"), Some(1_795_341_600_000_001));
+        assert_eq!(
+            timestamp_us(r#"{"type":"prediction"}"#, "predicted_at"),
+            None
+        );
+        let g = r#"{"data":{"predicted_at":"2026-11-22T10:00:01Z","event_produced_at":"2026-11-22T10:00:00Z"}}"#;
+        assert_eq!(
+            timestamp_us(g, "event_produced_at"),
+            Some(1_795_341_600_000_000)
+        );
     }
 }

@@ -190,6 +190,13 @@ async fn the_loop_closes_and_loses_nothing() {
             .await
             .unwrap();
     println!("training runs: {runs:?}");
+    // Outcomes reached the trainer: it scored the models on them.
+    let scored: i64 =
+        sqlx::query_scalar("SELECT COALESCE(max(sample_count), 0) FROM model_metrics")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(scored >= 40, "the trainer scored {scored} games");
     assert_eq!(
         runs.first().map(|r| r.0.as_str()),
         Some("bootstrap"),
