@@ -6,7 +6,7 @@
 //!
 //! | kind | argument | options (default) |
 //! | --- | --- | --- |
-//! | `sim` | the league, e.g. `nba` | `seed` (1), `teams` (30), `games` (82 per team), `season` (`sim-<seed>`), `minutes` (10: wall time of the season after its history; 0 plays it at once), `history` (0: rounds played at once at the start, as a back-fill), `batch` (1000), `regime_round` (none) |
+//! | `sim` | the league, e.g. `nba` | `seed` (1), `teams` (30), `games` (82 per team), `season` (`sim-<seed>`), `minutes` (10: wall time of the season after its history; 0 plays it at once), `history` (0: rounds played at once at the start, as a back-fill), `batch` (1000), `regime_round` (none), `spread` (0.6: the standard deviation of the teams' strengths, in logits) |
 //! | `espn` | `<sport>/<league>`, e.g. `basketball/nba` | `base` (`https://site.api.espn.com/apis/site/v2/sports`), `interval` (30s), `rps` (1: requests per second, retries included), `burst` (1), `timeout` (10s), `retries` (5) |
 //! | `file` | a path to `.csv` or `.ndjson` (see FILES.md) | `batch` (1000), `sport`, `league` (when the file has no such column) |
 //!
@@ -81,8 +81,12 @@ impl SourceSpec {
                     teams: opts.get("teams", d.teams)?,
                     games_per_team: opts.get("games", d.games_per_team)?,
                     regime_change_round: opts.get_opt("regime_round")?,
+                    strength_sd: opts.get("spread", d.strength_sd)?,
                     ..d
                 };
+                if !(0.0..=5.0).contains(&season.strength_sd) {
+                    return Err(format!("{name}: spread must be 0..=5 (logits)"));
+                }
                 if !(2..=1000).contains(&season.teams) {
                     return Err(format!("{name}: teams must be 2..=1000"));
                 }

@@ -67,8 +67,12 @@ fn main() -> ExitCode {
     let mut env = Env::from_process();
     if env.get("RUST_LOG").is_none() && matches!(cli.command, Command::Up { .. }) {
         // The progress lines say what happens; the services' logs show
-        // problems.
-        env = env.with("RUST_LOG", "warn");
+        // problems. Not the 503s of /ready while the first model trains
+        // (the progress lines poll it), nor each failed readiness probe.
+        env = env.with(
+            "RUST_LOG",
+            "warn,tower_http::trace=off,fantasy_telemetry::health=error",
+        );
     } else if env.get("RUST_LOG").is_none() && !matches!(cli.command, Command::Broker { .. }) {
         // One-shot commands print their own results; keep the log to problems.
         env = env.with("RUST_LOG", "warn");

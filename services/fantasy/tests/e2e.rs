@@ -20,8 +20,10 @@ async fn the_loop_closes_and_loses_nothing() {
     fantasy_telemetry::install_crypto_provider();
     let db = TestDb::new().await.unwrap();
     let data = tempfile::tempdir().unwrap();
-    // 10 teams, 60 rounds of 5 games: 20 rounds of history at once, 40 live
-    // in about 30 s; from round 36 every strength is drawn again.
+    // 10 teams, 80 rounds of 5 games: 40 rounds of history at once (the
+    // first model trains on at least 150 of its games, holding out 30 or
+    // more), 40 live in about 30 s; from round 60 every strength is drawn
+    // again (the spread is wide, so the change is a shock).
     let env = Env::from_pairs([
         ("DATABASE_URL", db.url.as_str()),
         (
@@ -30,15 +32,18 @@ async fn the_loop_closes_and_loses_nothing() {
         ),
         (
             "COLLECTOR_SOURCES",
-            "sim:nba?seed=5&teams=10&games=60&history=20&minutes=0.5&regime_round=36",
+            "sim:nba?seed=5&teams=10&games=80&history=40&minutes=0.5&regime_round=60&spread=1.5",
         ),
-        ("TRAIN_MIN_GAMES", "60"),
+        ("TRAIN_MIN_GAMES", "150"),
         ("EVAL_WINDOW", "60"),
-        ("RETRAIN_MIN_SAMPLES", "40"),
+        ("RETRAIN_MIN_SAMPLES", "30"),
         ("RETRAIN_EVERY_OUTCOMES", "0"),
         ("RETRAIN_ACCURACY_BELOW", "0"),
         ("RETRAIN_BRIER_ABOVE", "1"),
-        ("RETRAIN_BRIER_RISE", "0.04"),
+        // Strengths spread wide (1.5 logits): the old ratings are
+        // confidently wrong after the change, far beyond the noise of a
+        // 60-game window.
+        ("RETRAIN_BRIER_RISE", "0.12"),
         ("RETRAIN_COOLDOWN", "1h"),
         // Any retrained model is promoted: the test follows the swap.
         ("PROMOTE_MARGIN", "-1"),
@@ -156,7 +161,7 @@ async fn the_loop_closes_and_loses_nothing() {
         .fetch_one(pool)
         .await
         .unwrap();
-    assert_eq!(games, 300, "every game of the season is stored");
+    assert_eq!(games, 400, "every game of the season is stored");
     // Every game gets its prediction, in Postgres and on the socket.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -196,7 +201,7 @@ async fn the_loop_closes_and_loses_nothing() {
             .fetch_one(pool)
             .await
             .unwrap();
-    assert!(scored >= 40, "the trainer scored {scored} games");
+    assert!(scored >= 30, "the trainer scored {scored} games");
     assert_eq!(
         runs.first().map(|r| r.0.as_str()),
         Some("bootstrap"),
@@ -217,15 +222,15 @@ async fn the_loop_closes_and_loses_nothing() {
         versions.len() >= 2,
         "one model served all along: {versions:?}"
     );
-    // The retrained model answers games after the change (round 36 starts
-    // with game 180), not before: the trigger followed the change.
+    // The retrained model answers games after the change (round 60 starts
+    // with game 300), not before: the trigger followed the change.
     let first_of_new: String =
         sqlx::query_scalar("SELECT min(game_id) FROM predictions WHERE model_version = $1")
             .bind(&versions.last().unwrap().0)
             .fetch_one(pool)
             .await
             .unwrap();
-    assert!(first_of_new.as_str() > "nba-sim-5-00180", "{first_of_new}");
+    assert!(first_of_new.as_str() > "nba-sim-5-00300", "{first_of_new}");
     assert!(
         failed.is_empty(),
         "{} REST requests failed: {failed:?}",

@@ -55,7 +55,8 @@ pub struct Triggers {
     pub brier_above: f64,
     /// `RETRAIN_BRIER_RISE`: its rolling Brier score this much over the
     /// Brier it had on its held-out games at training fires one (0 turns it
-    /// off). Relative, so it suits any sport's base rate.
+    /// off; not used when it held out fewer than `min_samples` games).
+    /// Relative, so it suits any sport's base rate.
     pub brier_rise: f64,
     /// `RETRAIN_MIN_SAMPLES`: games in the window before either threshold is
     /// trusted.

@@ -87,10 +87,11 @@ impl Evaluator {
         if versions.is_empty() {
             return Ok(());
         }
-        // The active version and the Brier it had on its held-out games.
-        let active: Option<(String, Option<f64>)> = sqlx::query_as(
-            "SELECT version, (metrics->>'brier')::float8 FROM models
-             WHERE model_name = $1 AND status = 'active'",
+        // The active version, the Brier it had on its held-out games and
+        // on how many.
+        let active: Option<(String, Option<f64>, Option<i64>)> = sqlx::query_as(
+            "SELECT version, (metrics->>'brier')::float8, (metrics->>'n_holdout')::int8
+             FROM models WHERE model_name = $1 AND status = 'active'",
         )
         .bind(&self.model_name)
         .fetch_optional(self.db.pool())
@@ -113,8 +114,11 @@ impl Evaluator {
             metrics::gauge!("trainer_model_brier", &labels).set(m.brier);
             metrics::gauge!("trainer_model_log_loss", &labels).set(m.log_loss);
             metrics::gauge!("trainer_model_evaluated_games", &labels).set(m.count as f64);
-            if let Some((_, baseline)) = active.as_ref().filter(|a| &a.0 == version) {
-                self.check_drift(&m, *baseline);
+            if let Some((_, brier, n)) = active.as_ref().filter(|a| &a.0 == version) {
+                // A baseline from a handful of held-out games is noise: the
+                // rise trigger needs as many as the thresholds do.
+                let trusted = n.is_some_and(|n| n >= 0 && n as u64 >= self.triggers.min_samples);
+                self.check_drift(&m, brier.filter(|_| trusted));
             }
         }
         Ok(())

@@ -343,3 +343,53 @@ async fn a_better_candidate_is_promoted_rollback_restores_and_the_api_wants_an_a
     assert_eq!(app.call("POST", "/v1/models/nope/promote").await.0, 404);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enough_new_outcomes_fire_a_retrain_and_repeats_do_not_count() {
+    let infra = Infra::new().await;
+    infra.insert_history(14, 60).await;
+    let app = App::spawn(
+        &infra,
+        &[("RETRAIN_EVERY_OUTCOMES", "50"), ("RETRAIN_COOLDOWN", "0s")],
+    )
+    .await;
+    infra
+        .wait_for("a bootstrapped model", WAIT, || infra.active())
+        .await;
+    let outcome_runs = || async {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM training_runs WHERE trigger = 'outcomes'")
+                .fetch_one(infra.db.db.pool())
+                .await
+                .unwrap();
+        n
+    };
+    // 40 new results, then the same 40 again: 40 new in all, no retrain.
+    let first: Vec<_> = (0..40)
+        .map(|i| testing::outcome(&format!("late-{i}")))
+        .collect();
+    infra.publish(&first).await;
+    infra.publish(&first).await;
+    infra
+        .wait_for("the repeats to be counted", WAIT, || async {
+            app.metrics()
+                .await
+                .lines()
+                .any(|l| l == "trainer_outcomes_total{kind=\"duplicate\"} 40")
+                .then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(outcome_runs().await, 0);
+    // Ten more make 50: one retrain.
+    let more: Vec<_> = (40..50)
+        .map(|i| testing::outcome(&format!("late-{i}")))
+        .collect();
+    infra.publish(&more).await;
+    infra
+        .wait_for("the retrain on 50 outcomes", WAIT, || async {
+            (outcome_runs().await == 1).then_some(())
+        })
+        .await;
+    app.stop().await;
+}
