@@ -1,8 +1,10 @@
 //! The `main` of every service binary.
 
 use std::future::Future;
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use fantasy_config::{ConfigError, Env};
 use fantasy_telemetry::TelemetryConfig;
@@ -19,9 +21,47 @@ pub trait ServiceConfig: Sized {
     fn log(&self);
 }
 
+/// Asks `GET /health` of the service at `addr` (an unspecified address
+/// means this host) over plain HTTP/1.0, without a runtime: what a
+/// container's `HEALTHCHECK` runs. `Ok` on a 200.
+pub fn probe_health(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let target = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .map_err(|e| format!("writing to {target}: {e}"))?;
+    let mut head = [0u8; 64];
+    let n = stream
+        .read(&mut head)
+        .map_err(|e| format!("reading from {target}: {e}"))?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(())
+    } else {
+        Err(format!(
+            "{target}/health answered {:?}",
+            line.lines().next().unwrap_or("")
+        ))
+    }
+}
+
 /// Reads the configuration (exit 2 with every bad variable named), starts
 /// telemetry and the runtime, binds `HTTP_ADDR`, and runs `run` until
 /// SIGTERM or Ctrl-C (exit 0) or until it fails (exit 1, cause logged).
+///
+/// `<binary> healthcheck` instead asks the running service's `/health` on
+/// `HTTP_ADDR` and exits 0 or 1: a container health check with no curl in
+/// the image.
 pub fn service_main<C, F, Fut>(name: &str, run: F) -> ExitCode
 where
     C: ServiceConfig,
@@ -35,6 +75,15 @@ where
             return ExitCode::from(2);
         }
     };
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return match probe_health(cfg.http_addr(), Duration::from_secs(3)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{name}: unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let _telemetry = match fantasy_telemetry::init(cfg.telemetry()) {
         Ok(g) => g,
         Err(e) => {
@@ -74,5 +123,49 @@ where
             eprintln!("{name}: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A one-shot server answering `reply` to the first request.
+    fn answer(reply: &'static str) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(reply.as_bytes());
+        });
+        addr
+    }
+
+    #[test]
+    fn healthy_only_on_a_200() {
+        let t = Duration::from_secs(2);
+        assert!(probe_health(answer("HTTP/1.1 200 OK\r\n\r\nok"), t).is_ok());
+        let err = probe_health(answer("HTTP/1.1 503 Service Unavailable\r\n\r\n"), t).unwrap_err();
+        assert!(err.contains("503"), "{err}");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert!(
+            probe_health(closed, t)
+                .unwrap_err()
+                .contains("cannot connect")
+        );
+    }
+
+    #[test]
+    fn an_unspecified_address_means_this_host() {
+        let addr = answer("HTTP/1.0 200 OK\r\n\r\n");
+        let any = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+        assert!(probe_health(any, Duration::from_secs(2)).is_ok());
     }
 }

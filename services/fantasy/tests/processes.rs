@@ -222,6 +222,27 @@ async fn four_binaries_and_a_broker_survive_restarts_without_loss_or_duplicates(
     let predictor = Proc::start("predictor", &env, dir.path());
     fanout.wait_ready(Duration::from_secs(60)).await;
     trainer.wait_ready(Duration::from_secs(60)).await;
+    // The container health check: the binary asks its own /health.
+    let probe = |p: &Proc| {
+        Command::new(binary(p.name))
+            .arg("healthcheck")
+            .envs(p.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("HTTP_ADDR", &p.addr)
+            .output()
+            .unwrap()
+    };
+    assert!(probe(&fanout).status.success());
+    assert!(probe(&trainer).status.success());
+    let nobody = Proc {
+        name: "fanout",
+        addr: format!("127.0.0.1:{}", free_port()),
+        env: env.clone(),
+        dir: dir.path().to_owned(),
+        child: None,
+    };
+    let down = probe(&nobody);
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
     let frames = Arc::new(Mutex::new(Vec::new()));
     let recovered = Arc::new(Mutex::new(Vec::new()));
     let ws = tokio::spawn(client(
