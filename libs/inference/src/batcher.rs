@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ort::session::Session;
 use tokio::sync::oneshot;
 
-use crate::model::{ModelInfo, ModelSpec, inspect, probe_rows, run_rows, sha256_hex};
+use crate::model::{ModelInfo, ModelSpec, inspect, probe, run_rows, sha256_hex};
 use crate::{BatcherConfig, InferenceError, Runtime};
 
 /// Why one request got no prediction.
@@ -96,21 +96,7 @@ impl Batcher {
                     .0,
             );
         }
-        // Probe: one batch of several rows and one single row, so a model
-        // whose batch dimension is not really dynamic fails here, not live.
-        let (rows, n) = probe_rows(spec.n_features);
-        let mut out = Vec::new();
-        run_rows(&mut sessions[0], &spec, &rows, n, &mut out)
-            .and_then(|()| {
-                run_rows(
-                    &mut sessions[0],
-                    &spec,
-                    &rows[..spec.n_features],
-                    1,
-                    &mut out,
-                )
-            })
-            .map_err(|e| InferenceError::Model(format!("the model failed its probe run: {e}")))?;
+        probe(&mut sessions[0], &spec)?;
 
         let version = version
             .or_else(|| spec.version.clone())

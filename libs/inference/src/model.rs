@@ -222,6 +222,17 @@ pub fn run_rows(
     Ok(())
 }
 
+/// Runs the probe rows as one batch and the first as a single row, so a
+/// model whose batch dimension is not really dynamic, or whose answers are
+/// not probabilities, fails here and not live.
+pub fn probe(session: &mut Session, spec: &ModelSpec) -> Result<(), InferenceError> {
+    let (rows, n) = probe_rows(spec.n_features);
+    let mut out = Vec::new();
+    run_rows(session, spec, &rows, n, &mut out)
+        .and_then(|()| run_rows(session, spec, &rows[..spec.n_features], 1, &mut out))
+        .map_err(|e| InferenceError::Model(format!("the model failed its probe run: {e}")))
+}
+
 /// Probe rows that check a model behaves before it serves: zeros, ones,
 /// minus ones, and large values of both signs (where an unbounded score
 /// leaves [0, 1]).

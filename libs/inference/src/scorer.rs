@@ -2,7 +2,7 @@
 
 use ort::session::Session;
 
-use crate::model::{inspect, probe_rows, run_rows};
+use crate::model::{inspect, probe, run_rows};
 use crate::{Device, InferenceError, ModelSpec, Runtime};
 
 /// Rows per run: bounds the input and output tensors of a large evaluation.
@@ -23,10 +23,7 @@ impl Scorer {
     pub fn new(runtime: &Runtime, model: &[u8]) -> Result<Self, InferenceError> {
         let (mut session, _) = runtime.session(model, Device::Cpu, 1)?;
         let spec = inspect(&session, None)?;
-        let (rows, n) = probe_rows(spec.n_features);
-        let mut out = Vec::new();
-        run_rows(&mut session, &spec, &rows, n, &mut out)
-            .map_err(|e| InferenceError::Model(format!("the model failed its probe run: {e}")))?;
+        probe(&mut session, &spec)?;
         Ok(Self { session, spec })
     }
 

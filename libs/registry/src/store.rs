@@ -84,20 +84,13 @@ impl std::fmt::Debug for ModelStore {
 
 impl ModelStore {
     /// Checks that `url` names a store this crate can open (`file://` with
-    /// an absolute path, or `s3://` with a bucket), without touching it:
-    /// for configuration checks at start-up.
+    /// an absolute path, or `s3://` with a bucket and usable `AWS_*`
+    /// settings), without reading or writing it: for configuration checks
+    /// at start-up.
     pub fn check_url(url: &str) -> Result<(), StoreError> {
-        let bad = |why: &str| StoreError::BadUrl(url.to_owned(), why.to_owned());
-        let parsed = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-        match parsed.scheme() {
-            "file" => parsed
-                .to_file_path()
-                .map(drop)
-                .map_err(|()| bad("not an absolute local path")),
-            "s3" if parsed.host_str().is_some_and(|b| !b.is_empty()) => Ok(()),
-            "s3" => Err(bad("no bucket name")),
-            other => Err(bad(&format!("scheme {other:?}; expected file or s3"))),
-        }
+        let parsed =
+            Url::parse(url).map_err(|e| StoreError::BadUrl(url.to_owned(), e.to_string()))?;
+        open(&parsed).map(drop)
     }
 
     /// Opens `url` (`file:///abs/path` or `s3://bucket/prefix`). A local

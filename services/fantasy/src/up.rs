@@ -170,39 +170,25 @@ pub async fn run(
     let trainer_cfg = trainer::Config::from_env(&env)?;
     let model_name = trainer_cfg.model_name.clone();
 
-    // Start order: consumers before producers.
-    let mut services = Vec::new();
-    let start = |name: &'static str,
-                 fut: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>,
-                 stop: CancellationToken| Service {
-        name,
-        stop,
-        task: tokio::spawn(fut),
-    };
-    let t = CancellationToken::new();
-    services.push(start(
-        "fanout",
-        Box::pin(fanout::run(fanout_cfg, fanout_l, t.clone())),
-        t,
-    ));
-    let t = CancellationToken::new();
-    services.push(start(
-        "trainer",
-        Box::pin(trainer::run(trainer_cfg, trainer_l, t.clone())),
-        t,
-    ));
-    let t = CancellationToken::new();
-    services.push(start(
-        "predictor",
-        Box::pin(predictor::run(predictor_cfg, predictor_l, t.clone())),
-        t,
-    ));
-    let t = CancellationToken::new();
-    services.push(start(
-        "collector",
-        Box::pin(collector::run(collector_cfg, collector_l, t.clone())),
-        t,
-    ));
+    // Start order: consumers before producers (and stopped in reverse).
+    fn start<F>(name: &'static str, run: impl FnOnce(CancellationToken) -> F) -> Service
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(stop.clone()));
+        Service { name, stop, task }
+    }
+    let services = vec![
+        start("fanout", |t| fanout::run(fanout_cfg, fanout_l, t)),
+        start("trainer", |t| trainer::run(trainer_cfg, trainer_l, t)),
+        start("predictor", |t| {
+            predictor::run(predictor_cfg, predictor_l, t)
+        }),
+        start("collector", |t| {
+            collector::run(collector_cfg, collector_l, t)
+        }),
+    ];
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

@@ -185,6 +185,16 @@ async fn the_loop_closes_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     stop_rest.store(true, Ordering::Relaxed);
+    // A game's latest prediction over REST.
+    let r = reqwest::get(format!(
+        "http://{}/v1/predictions/nba-sim-5-00350",
+        e.predictor
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let latest: Value = r.json().await.unwrap();
+    assert_eq!(latest["game_id"], "nba-sim-5-00350");
     let (ok, failed, rest_versions) = rest.await.unwrap();
 
     // The regime change fired a retrain, its model was promoted, and later

@@ -76,7 +76,6 @@ const TICK: Duration = Duration::from_secs(1);
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
 
 /// Runs trainings until `stop`.
-#[allow(clippy::too_many_arguments)]
 pub async fn run_loop(
     trainer: Arc<Trainer>,
     triggers: Triggers,
@@ -87,6 +86,8 @@ pub async fn run_loop(
     stop: CancellationToken,
 ) {
     let mut last_started: Option<Instant> = None;
+    // Until a model is active: when the first was last tried.
+    let mut bootstrap_pending = bootstrap;
     let mut last_bootstrap: Option<Instant> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -98,15 +99,14 @@ pub async fn run_loop(
                 None => return,
             },
             _ = tick.tick() => {
-                let due_bootstrap = bootstrap
+                let due_bootstrap = bootstrap_pending
                     && last_bootstrap.is_none_or(|t| t.elapsed() >= BOOTSTRAP_RETRY);
                 if due_bootstrap {
                     last_bootstrap = Some(Instant::now());
                     match trainer.has_active().await {
                         Ok(false) => Request::automatic(Reason::Bootstrap, "no active model".into()),
                         Ok(true) => {
-                            // Bootstrap is done once a model is active.
-                            last_bootstrap = Some(Instant::now() + Duration::from_secs(3600 * 24 * 365));
+                            bootstrap_pending = false;
                             continue;
                         }
                         Err(e) => {
