@@ -45,8 +45,9 @@ impl RedisConfig {
     pub fn from_env(p: &mut Parser<'_>) -> Self {
         let d = Self::new(DEFAULT_REDIS_URL);
         Self {
-            url: p.secret_url(
+            url: p.secret_url_with_password(
                 "REDIS_URL",
+                "REDIS_PASSWORD",
                 DEFAULT_REDIS_URL,
                 &["redis", "rediss", "redis+unix", "unix"],
             ),

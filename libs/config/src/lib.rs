@@ -333,6 +333,39 @@ impl<'e> Parser<'e> {
         value
     }
 
+    /// [`secret_url`](Self::secret_url), with the password taken from
+    /// `password_name` or `password_name_FILE` when set: the URL names the
+    /// host and user, a Docker secret holds only the password (the one file
+    /// Postgres' or Redis' own container reads too). A URL that holds a
+    /// password already, and a password set too, is a problem.
+    pub fn secret_url_with_password(
+        &mut self,
+        name: &str,
+        password_name: &str,
+        default: &str,
+        schemes: &[&str],
+    ) -> Secret {
+        let value = self.secret_url(name, default, schemes);
+        let Some(password) = self.secret(password_name) else {
+            return value;
+        };
+        let Ok(mut url) = url::Url::parse(value.expose()) else {
+            return value;
+        };
+        if url.password().is_some() {
+            self.problem(
+                password_name,
+                format!("{name} holds a password already; set it in one place"),
+            );
+            return value;
+        }
+        if url.set_password(Some(password.expose())).is_err() {
+            self.problem(password_name, format!("{name} has no host to log in to"));
+            return value;
+        }
+        Secret::new(url.to_string())
+    }
+
     /// Ends reading: `Err` lists every problem found.
     pub fn finish(self) -> Result<(), ConfigError> {
         if self.problems.is_empty() {
@@ -452,6 +485,42 @@ mod tests {
         p.finish().unwrap();
         assert_eq!(secret.expose(), "s3cret");
         assert!(!format!("{secret:?} {secret}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_password_file_completes_a_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg_password");
+        std::fs::write(&path, "p@ss/w:rd\n").unwrap();
+        let env = Env::from_pairs([
+            ("DATABASE_URL", "postgres://fantasy@db:5432/fantasy"),
+            ("DATABASE_PASSWORD_FILE", path.to_str().unwrap()),
+            ("REDIS_URL", "redis://:inline@cache:6379"),
+            ("REDIS_PASSWORD", "again"),
+        ]);
+        let mut p = Parser::new(&env);
+        let db = p.secret_url_with_password(
+            "DATABASE_URL",
+            "DATABASE_PASSWORD",
+            "postgres://localhost",
+            &["postgres"],
+        );
+        let parsed = url::Url::parse(db.expose()).unwrap();
+        assert_eq!(parsed.username(), "fantasy");
+        // Reserved characters are escaped, so the URL still parses as meant.
+        assert_eq!(parsed.password(), Some("p%40ss%2Fw%3Ard"));
+        assert_eq!(parsed.host_str(), Some("db"));
+        let redis = p.secret_url_with_password(
+            "REDIS_URL",
+            "REDIS_PASSWORD",
+            "redis://127.0.0.1",
+            &["redis"],
+        );
+        assert_eq!(redis.expose(), "redis://:inline@cache:6379");
+        let err = p.finish().unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].name, "REDIS_PASSWORD");
+        assert!(!err.to_string().contains("again"), "{err}");
     }
 
     #[test]

@@ -40,8 +40,9 @@ impl DbConfig {
     pub fn from_env(p: &mut Parser<'_>) -> Self {
         let d = Self::new(DEFAULT_DATABASE_URL);
         let cfg = Self {
-            url: p.secret_url(
+            url: p.secret_url_with_password(
                 "DATABASE_URL",
+                "DATABASE_PASSWORD",
                 DEFAULT_DATABASE_URL,
                 &["postgres", "postgresql"],
             ),

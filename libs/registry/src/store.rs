@@ -36,6 +36,29 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The S3 keys from the files named by `AWS_ACCESS_KEY_ID_FILE` and
+/// `AWS_SECRET_ACCESS_KEY_FILE` (Docker secrets), over the plain variables.
+fn with_credential_files(
+    mut builder: object_store::aws::AmazonS3Builder,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<object_store::aws::AmazonS3Builder, String> {
+    use object_store::aws::AmazonS3ConfigKey as Key;
+    for (name, key) in [
+        ("AWS_ACCESS_KEY_ID_FILE", Key::AccessKeyId),
+        ("AWS_SECRET_ACCESS_KEY_FILE", Key::SecretAccessKey),
+    ] {
+        let Some(path) = var(name) else { continue };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{name}: cannot read {}: {e}", path.to_string_lossy()))?;
+        let value = text.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            return Err(format!("{name}: {} is empty", path.to_string_lossy()));
+        }
+        builder = builder.with_config(key, value);
+    }
+    Ok(builder)
+}
+
 /// Builds the store and the object path for a `file://` or `s3://` URL.
 fn open(url: &Url) -> Result<(Arc<dyn ObjectStore>, Path), StoreError> {
     let bad = |why: String| StoreError::BadUrl(url.to_string(), why);
@@ -55,8 +78,9 @@ fn open(url: &Url) -> Result<(Arc<dyn ObjectStore>, Path), StoreError> {
                 .host_str()
                 .filter(|b| !b.is_empty())
                 .ok_or_else(|| bad("no bucket name".into()))?;
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
+            let builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let store = with_credential_files(builder, |name| std::env::var_os(name))
+                .map_err(bad)?
                 .build()
                 .map_err(|e| bad(e.to_string()))?;
             let location = Path::from(url.path().trim_start_matches('/'));
@@ -181,4 +205,47 @@ pub async fn fetch_artifact(uri: &str, expected_sha256: &str) -> Result<Vec<u8>,
         });
     }
     Ok(bytes.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as Key};
+
+    #[test]
+    fn s3_keys_come_from_secret_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("id"), "minio-user\n").unwrap();
+        std::fs::write(dir.join("key"), "minio-secret\n").unwrap();
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        let vars = |id: &str, key: &str| {
+            let (id, key) = (dir.join(id), dir.join(key));
+            move |name: &str| match name {
+                "AWS_ACCESS_KEY_ID_FILE" => Some(id.clone().into_os_string()),
+                "AWS_SECRET_ACCESS_KEY_FILE" => Some(key.clone().into_os_string()),
+                _ => None,
+            }
+        };
+        let builder = with_credential_files(AmazonS3Builder::new(), vars("id", "key")).unwrap();
+        assert_eq!(
+            builder.get_config_value(&Key::AccessKeyId).as_deref(),
+            Some("minio-user")
+        );
+        assert_eq!(
+            builder.get_config_value(&Key::SecretAccessKey).as_deref(),
+            Some("minio-secret")
+        );
+        let missing = with_credential_files(AmazonS3Builder::new(), vars("id", "nope"))
+            .err()
+            .unwrap();
+        assert!(missing.contains("AWS_SECRET_ACCESS_KEY_FILE"), "{missing}");
+        let empty = with_credential_files(AmazonS3Builder::new(), vars("empty", "key"))
+            .err()
+            .unwrap();
+        assert!(empty.contains("is empty"), "{empty}");
+        // Unset: the builder is left as the plain variables made it.
+        let plain = with_credential_files(AmazonS3Builder::new(), |_| None).unwrap();
+        assert_eq!(plain.get_config_value(&Key::SecretAccessKey), None);
+    }
 }
