@@ -23,7 +23,7 @@ pub use health::{CheckResult, Readiness, ReadinessReport, router};
 use std::sync::OnceLock;
 
 use anyhow::Context as _;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
@@ -129,6 +129,10 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Histograms that count items, bucketed 1, 2, 4, ... 1024 instead of in
+/// seconds.
+pub const SIZE_HISTOGRAMS: [&str; 2] = ["inference_batch_rows", "kafka_consumer_batch_size"];
+
 /// The Prometheus recorder's handle, installing the recorder on first use.
 ///
 /// The `metrics` facade has one global recorder per process; every service
@@ -143,7 +147,18 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5, 5.0, 10.0,
             ])
-            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        // Sizes, not seconds: rows per inference batch, messages per
+        // consumer batch.
+        let sizes = [
+            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+        ];
+        let recorder = SIZE_HISTOGRAMS
+            .iter()
+            .fold(recorder, |b, name| {
+                b.set_buckets_for_metric(Matcher::Full((*name).to_owned()), &sizes)
+                    .expect("non-empty buckets")
+            })
             .build_recorder();
         let handle = recorder.handle();
         // Fails only when another recorder is installed already; then our

@@ -69,6 +69,8 @@ async fn ready_is_200_when_all_checks_pass() {
 async fn metrics_serves_what_the_process_recorded() {
     let _ = fantasy_telemetry::metrics_handle();
     metrics::counter!("telemetry_test_events_total", "kind" => "probe").increment(3);
+    metrics::histogram!("inference_batch_rows").record(3.0);
+    metrics::histogram!("telemetry_test_seconds").record(0.003);
     let base = serve(Readiness::new()).await;
     let response = client()
         .get(format!("{base}/metrics"))
@@ -85,6 +87,19 @@ async fn metrics_serves_what_the_process_recorded() {
     let text = response.text().await.unwrap();
     assert!(
         text.contains(r#"telemetry_test_events_total{kind="probe"} 3"#),
+        "{text}"
+    );
+    // Sizes are bucketed in items, durations in seconds.
+    assert!(
+        text.contains(r#"inference_batch_rows_bucket{le="4"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"inference_batch_rows_bucket{le="2"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"telemetry_test_seconds_bucket{le="0.005"} 1"#),
         "{text}"
     );
 }

@@ -3,6 +3,7 @@
 //! judged against the active model on the most recent games, stored, and
 //! promoted or rejected.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -318,6 +319,26 @@ fn lock_key(model_name: &str) -> i64 {
     h as i64
 }
 
+/// `trainer_active_model_info{model,version}`: 1 for the version this
+/// process last made active, 0 for the one it replaced (an info gauge that
+/// stayed 1 for every version ever promoted would not say which is active).
+fn report_active(model: &str, version: &str) {
+    static REPORTED: std::sync::Mutex<BTreeMap<String, String>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut reported = REPORTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(old) = reported.insert(model.to_owned(), version.to_owned())
+        && old != version
+    {
+        metrics::gauge!("trainer_active_model_info", "model" => model.to_owned(), "version" => old)
+            .set(0.0);
+    }
+    metrics::gauge!("trainer_active_model_info", "model" => model.to_owned(),
+        "version" => version.to_owned())
+    .set(1.0);
+}
+
 /// Trains, judges, stores and announces models.
 #[derive(Debug)]
 pub struct Trainer {
@@ -579,9 +600,7 @@ impl Trainer {
                     record.version, record.version
                 )
             })?;
-        metrics::gauge!("trainer_active_model_info", "model" => self.model_name.clone(),
-            "version" => record.version.clone())
-        .set(1.0);
+        report_active(&self.model_name, &record.version);
         Ok(())
     }
 }

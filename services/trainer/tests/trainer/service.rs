@@ -340,6 +340,19 @@ async fn a_better_candidate_is_promoted_rollback_restores_and_the_api_wants_an_a
         .collect();
     assert!(statuses.contains(&(Value::from(new.as_str()), Value::from("active"))));
     assert!(statuses.contains(&(Value::from(bad.as_str()), Value::from("retired"))));
+    // The info gauge says which one is active now: 1 for it alone.
+    let m = app.metrics().await;
+    let info = |version: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("trainer_active_model_info{")
+                    && l.contains(&format!("version=\"{version}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(info(&new).as_deref(), Some("1"), "{m}");
+    assert_eq!(info(&bad).as_deref(), Some("0"), "{m}");
     assert_eq!(app.call("POST", "/v1/models/nope/promote").await.0, 404);
     app.stop().await;
 }
