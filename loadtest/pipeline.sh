@@ -74,7 +74,7 @@ run_phase() {
     --expect $(( games_total * CLIENTS )) --quiet-exit 15s --hold 0s --report-every 10 \
     --ready-file "$state/ready-$name" >"$out/$name-clients.json" 2>"$out/$name-clients.log" &
   local wsload=$!
-  pids+=($wsload)
+  pids+=("$wsload")
   for _ in $(seq 1 300); do [ -s "$state/ready-$name" ] && break; sleep 0.1; done
   local started
   started=$(date +%s.%N)
@@ -82,7 +82,7 @@ run_phase() {
     COLLECTOR_SOURCES="sim:$name?seed=$seed&teams=$TEAMS&games=$GAMES&minutes=$minutes&batch=1000" \
     target/release/collector >"$out/$name-collector.log" 2>&1 &
   local collector=$!
-  pids+=($collector)
+  pids+=("$collector")
   until curl -s "http://127.0.0.1:$((PORT + 10))/v1/sources" 2>/dev/null | grep -q '"state":"done"'; do sleep 0.2; done
   local produced
   produced=$(date +%s.%N)

@@ -128,13 +128,14 @@ fleet() {
     urls="$urls${urls:+,}ws://127.0.0.1:$((PORT + i))/v1/stream"
   done
   local per=$((FLEET_CONNS / 3)) hold=$((DURATION + 40))
+  local fleet_clients=()
   for k in 0 1 2; do
     local n=$per
     [ $k -eq 2 ] && n=$((FLEET_CONNS - 2 * per))
     target/release/wsload clients --url "$urls" --connections "$n" \
       --source-ips "127.0.0.$((10 + 3 * k))-127.0.0.$((12 + 3 * k))" --hold "${hold}s" \
       --quiet-exit 3s --ready-file "$state/fleet-$k" >"$out/fleet-$k.json" 2>"$out/fleet-$k.log" &
-    eval "fleet_client_$k=$!"
+    fleet_clients+=("$!")
   done
   wait_ready "$state/fleet-0" "$state/fleet-1" "$state/fleet-2"
   sleep 2
@@ -142,7 +143,7 @@ fleet() {
   for i in 0 1 2; do held+=("$(gauge $((PORT + i)) fanout_connections)"); done
   echo "held per fanout: ${held[*]}"
   target/release/wsload publish --rate 10 --burst 5 --duration 2s --games 20 >"$out/fleet-publish.json"
-  wait "$fleet_client_0" "$fleet_client_1" "$fleet_client_2"
+  wait "${fleet_clients[@]}"
   python3 - "$out" "${held[@]}" <<'PY'
 import json, sys
 out, held = sys.argv[1], [int(float(x)) for x in sys.argv[2:]]

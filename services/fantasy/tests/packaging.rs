@@ -1,0 +1,805 @@
+//! Cross-checks the deployment files against each other and against the
+//! code: docker/Dockerfile, compose/docker-compose.yml, compose/stack.yml,
+//! the Prometheus, Alertmanager and Grafana configuration. `docker stack
+//! config` and `docker-compose config` (in CI) check each file's syntax;
+//! this checks what they cannot: that the files agree.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// A YAML file as JSON values, with `<<` merge keys applied (Compose and
+/// Swarm apply them).
+fn yaml(rel: &str) -> Value {
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    doc.apply_merge()
+        .unwrap_or_else(|e| panic!("{rel}: merge keys: {e}"));
+    serde_json::to_value(doc).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn map(v: &Value) -> &serde_json::Map<String, Value> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("expected a mapping, got {v}"))
+}
+
+/// A string list that may also be written as a mapping (environment,
+/// labels) or as a list of `{source: ...}` entries (secrets, configs).
+fn names(v: Option<&Value>) -> Vec<String> {
+    match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                Value::Object(o) => o["source"].as_str().expect("source").to_owned(),
+                other => panic!("unexpected entry {other}"),
+            })
+            .collect(),
+        Some(Value::Object(o)) => o.keys().cloned().collect(),
+        Some(other) => panic!("unexpected {other}"),
+    }
+}
+
+fn env(service: &Value) -> BTreeMap<String, String> {
+    match service.get("environment") {
+        None => BTreeMap::new(),
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+        Some(other) => panic!("environment as a mapping, please: {other}"),
+    }
+}
+
+fn labels(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// --- the Dockerfile ------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct Stage {
+    base: String,
+    /// Binaries copied from the builder's /out.
+    binaries: Vec<String>,
+    healthcheck: Option<String>,
+    user: Option<String>,
+    entrypoint: Option<String>,
+    expose: Vec<u16>,
+}
+
+fn dockerfile() -> BTreeMap<String, Stage> {
+    let text = read("docker/Dockerfile").replace("\\\n", " ");
+    let from = Regex::new(r"(?i)^FROM\s+(\S+)\s+AS\s+(\S+)").unwrap();
+    let copy_bin = Regex::new(r"COPY --from=builder /out/([a-z-]+)\s").unwrap();
+    let mut stages = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(c) = from.captures(line) {
+            let name = c[2].to_owned();
+            let base = stages
+                .get(&c[1])
+                .map(|parent: &Stage| parent.base.clone())
+                .unwrap_or_else(|| c[1].to_owned());
+            let mut stage = Stage {
+                base,
+                ..Stage::default()
+            };
+            // A stage built FROM another inherits its user and settings.
+            if let Some(parent) = stages.get(&c[1]) {
+                let parent: &Stage = parent;
+                stage.user.clone_from(&parent.user);
+            }
+            stages.insert(name.clone(), stage);
+            current = Some(name);
+            continue;
+        }
+        let Some(stage) = current.as_ref().and_then(|n| stages.get_mut(n)) else {
+            continue;
+        };
+        if let Some(c) = copy_bin.captures(line) {
+            stage.binaries.push(c[1].to_owned());
+        } else if let Some(rest) = line.strip_prefix("HEALTHCHECK ") {
+            stage.healthcheck = Some(rest.to_owned());
+        } else if let Some(rest) = line.strip_prefix("USER ") {
+            stage.user = Some(rest.trim().to_owned());
+        } else if let Some(rest) = line.strip_prefix("ENTRYPOINT ") {
+            stage.entrypoint = Some(rest.to_owned());
+        } else if let Some(rest) = line.strip_prefix("EXPOSE ") {
+            stage
+                .expose
+                .extend(rest.split_whitespace().map(|p| p.parse::<u16>().unwrap()));
+        }
+    }
+    stages
+}
+
+/// The workspace's binaries: crates under services/ with a main.rs.
+fn workspace_binaries() -> BTreeSet<String> {
+    let package = Regex::new(r#"(?m)^name\s*=\s*"([^"]+)""#).unwrap();
+    let mut bins = BTreeSet::new();
+    for entry in std::fs::read_dir(root().join("services")).unwrap() {
+        let dir = entry.unwrap().path();
+        if dir.join("src/main.rs").exists() {
+            let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+            let name = package.captures(&manifest).unwrap()[1].to_owned();
+            bins.insert(name);
+        }
+    }
+    bins
+}
+
+/// The image targets: Dockerfile stages that ship one workspace binary.
+fn image_targets() -> BTreeMap<String, Stage> {
+    dockerfile()
+        .into_iter()
+        .filter(|(_, s)| !s.binaries.is_empty())
+        .collect()
+}
+
+#[test]
+fn every_binary_has_an_image_that_checks_its_health_as_non_root() {
+    let bins = workspace_binaries();
+    assert_eq!(
+        bins,
+        ["collector", "fanout", "fantasy", "predictor", "trainer"]
+            .map(String::from)
+            .into(),
+        "services/ changed: give the new binary an image target"
+    );
+    let text = read("docker/Dockerfile");
+    let targets = image_targets();
+    for bin in &bins {
+        assert!(
+            text.contains(&format!("-p {bin} ")) || text.contains(&format!("-p {bin}\n")),
+            "the builder does not build {bin}"
+        );
+        assert!(
+            targets.values().any(|s| s.binaries.contains(bin)),
+            "no image ships {bin}"
+        );
+    }
+    for (name, stage) in &targets {
+        assert_eq!(stage.binaries.len(), 1, "{name}: one binary per image");
+        let bin = &stage.binaries[0];
+        assert!(
+            bins.contains(bin),
+            "{name} copies {bin}, not a workspace binary"
+        );
+        let user = stage.user.as_deref().unwrap_or("root");
+        assert!(
+            !matches!(user.split(':').next(), Some("root" | "0")),
+            "{name} runs as {user}"
+        );
+        let entry = stage.entrypoint.as_deref().unwrap_or_default();
+        assert!(
+            entry.contains(&format!("/usr/local/bin/{bin}\"")),
+            "{name}: {entry}"
+        );
+        // The services check themselves; the CLI image runs any subcommand.
+        if bin != "fantasy" {
+            let health = stage.healthcheck.as_deref().unwrap_or_default();
+            assert!(
+                health.contains(&format!("CMD [\"/usr/local/bin/{bin}\", \"healthcheck\"]")),
+                "{name}: HEALTHCHECK must run the binary itself: {health:?}"
+            );
+            assert_eq!(stage.expose.len(), 1, "{name} exposes its one port");
+        }
+    }
+    // The GPU image is the CUDA runtime with cuDNN; the others distroless.
+    assert!(targets["predictor-cuda"].base.contains("CUDA_IMAGE"));
+    assert!(text.contains("ARG CUDA_IMAGE=nvidia/cuda:13."));
+    assert!(text.contains("cudnn-runtime"));
+    assert!(text.contains("ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot"));
+    for name in ["predictor", "fanout", "collector", "trainer", "fantasy"] {
+        assert_eq!(targets[name].base, "${RUNTIME_IMAGE}", "{name}");
+    }
+    // One ONNX Runtime version in the images and in local set-ups.
+    let version =
+        |text: &str, re: &str| Regex::new(re).unwrap().captures(text).unwrap()[1].to_owned();
+    assert_eq!(
+        version(&text, r"ARG ORT_VERSION=(\S+)"),
+        version(&read("scripts/setup.sh"), r"ORT_VERSION=(\S+)")
+    );
+}
+
+// --- Compose and Swarm --------------------------------------------------------
+
+const OURS: [(&str, u16); 4] = [
+    ("predictor", 8080),
+    ("fanout", 8081),
+    ("collector", 8082),
+    ("trainer", 8083),
+];
+
+fn is_job(service: &Value) -> bool {
+    labels(service.get("labels"))
+        .get("fantasy.job")
+        .is_some_and(|v| v == "true")
+}
+
+/// `${REGISTRY:-fantasy}/<target>:${TAG:-latest}` -> `<target>`.
+fn our_image(image: &str) -> Option<String> {
+    let re = Regex::new(r"^\$\{REGISTRY:-[^}]+\}/([a-z0-9-]+):\$\{TAG:-[^}]+\}$").unwrap();
+    re.captures(image).map(|c| c[1].to_owned())
+}
+
+/// Checks shared by both files; returns the image target of each of our
+/// services.
+fn check_services(file: &str, doc: &Value, swarm: bool) -> BTreeMap<String, String> {
+    let targets = image_targets();
+    let services = map(&doc["services"]);
+    let secrets: BTreeSet<String> = names(doc.get("secrets")).into_iter().collect();
+    let configs: BTreeSet<String> = names(doc.get("configs")).into_iter().collect();
+    let mut used_secrets = BTreeSet::new();
+    let mut ours = BTreeMap::new();
+    let secret_word = Regex::new(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|_USER$").unwrap();
+
+    for (name, service) in services {
+        let at = format!("{file}: {name}");
+        let image = service["image"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{at}: no image"));
+        if let Some(target) = our_image(image) {
+            let stage = targets
+                .get(&target)
+                .unwrap_or_else(|| panic!("{at}: image {image} names no Dockerfile target"));
+            if let Some(build) = service.get("build") {
+                assert_eq!(build["target"], target.as_str(), "{at}: build target");
+                assert_eq!(build["dockerfile"], "docker/Dockerfile", "{at}");
+            }
+            ours.insert(name.clone(), target.clone());
+            // Routed to the port the image listens on.
+            let labels = labels(if swarm {
+                service["deploy"].get("labels")
+            } else {
+                service.get("labels")
+            });
+            let port = labels
+                .iter()
+                .find(|(k, _)| k.ends_with("loadbalancer.server.port"))
+                .map(|(_, v)| v.parse::<u16>().unwrap())
+                .unwrap_or_else(|| panic!("{at}: no Traefik port"));
+            assert_eq!(vec![port], stage.expose, "{at}: Traefik port");
+        } else {
+            let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+            assert!(
+                !tag.ends_with("latest") && !tag.is_empty(),
+                "{at}: pin {image}"
+            );
+        }
+
+        let mounted: BTreeSet<String> = names(service.get("secrets")).into_iter().collect();
+        for s in &mounted {
+            assert!(secrets.contains(s), "{at}: secret {s} is not declared");
+        }
+        used_secrets.extend(mounted.iter().cloned());
+        for c in names(service.get("configs")) {
+            assert!(configs.contains(&c), "{at}: config {c} is not declared");
+        }
+        // No secret in plain environment: secret-looking variables name a
+        // mounted secret file.
+        for (var, value) in env(service) {
+            if !secret_word.is_match(&var) && !var.ends_with("_FILE") {
+                continue;
+            }
+            if var == "GF_SECURITY_ADMIN_USER" || var == "POSTGRES_USER" {
+                continue;
+            }
+            assert!(
+                var.ends_with("_FILE"),
+                "{at}: {var} holds a secret in the environment; use {var}_FILE"
+            );
+            let secret = value.strip_prefix("/run/secrets/").unwrap_or(&value);
+            assert!(
+                mounted.contains(secret),
+                "{at}: {var}={value} is not a secret mounted in this service"
+            );
+        }
+        if let Some(url) = env(service).get("DATABASE_URL") {
+            assert!(
+                !url.contains(":@") && url.matches(':').count() == 2,
+                "{at}: {url}"
+            );
+        }
+
+        if is_job(service) {
+            if swarm {
+                assert_eq!(
+                    service["deploy"]["restart_policy"]["condition"], "on-failure",
+                    "{at}: a job runs until it succeeds"
+                );
+            }
+            continue;
+        }
+        let test = &service["healthcheck"]["test"];
+        assert!(
+            test.as_array().is_some_and(|t| t.len() > 1),
+            "{at}: no healthcheck"
+        );
+        if let Some(target) = ours.get(name) {
+            let bin = &targets[target].binaries[0];
+            assert_eq!(
+                test,
+                &serde_json::json!(["CMD", format!("/usr/local/bin/{bin}"), "healthcheck"]),
+                "{at}"
+            );
+        }
+        let limits = &service["deploy"]["resources"]["limits"];
+        assert!(
+            limits.get("cpus").is_some() && limits.get("memory").is_some(),
+            "{at}: no resource limits"
+        );
+        if swarm {
+            let deploy = &service["deploy"];
+            assert!(
+                deploy["resources"]["reservations"].get("memory").is_some(),
+                "{at}: no reservation"
+            );
+            assert_eq!(
+                deploy["update_config"]["failure_action"], "rollback",
+                "{at}: a failed update must roll back"
+            );
+            assert!(
+                deploy["rollback_config"].is_object(),
+                "{at}: no rollback_config"
+            );
+            assert!(
+                deploy["restart_policy"].is_object(),
+                "{at}: no restart_policy"
+            );
+        }
+    }
+    assert_eq!(
+        used_secrets, secrets,
+        "{file}: declared secrets and used secrets differ"
+    );
+    let ours_names: BTreeSet<&str> = ours.keys().map(String::as_str).collect();
+    assert_eq!(ours_names, OURS.iter().map(|(n, _)| *n).collect(), "{file}");
+    ours
+}
+
+#[test]
+fn the_compose_file_builds_and_checks_every_service() {
+    let doc = yaml("compose/docker-compose.yml");
+    let ours = check_services("docker-compose.yml", &doc, false);
+    assert_eq!(ours["predictor"], "predictor");
+    let services = map(&doc["services"]);
+    // depends_on waits for health or for a job's success.
+    for (name, service) in services {
+        let Some(deps) = service.get("depends_on").and_then(Value::as_object) else {
+            continue;
+        };
+        for (dep, how) in deps {
+            let target = &services[dep];
+            let expected = if is_job(target) {
+                "service_completed_successfully"
+            } else {
+                assert!(
+                    target.get("healthcheck").is_some(),
+                    "{dep} has no healthcheck"
+                );
+                "service_healthy"
+            };
+            assert_eq!(how["condition"], expected, "{name} -> {dep}");
+        }
+    }
+    // Secret files are the ones make-secrets.sh writes.
+    let script = read("compose/make-secrets.sh");
+    for (name, secret) in map(&doc["secrets"]) {
+        assert_eq!(secret["file"], format!("./secrets/{name}"), "{name}");
+        assert!(
+            script.contains(name.as_str()),
+            "make-secrets.sh does not write {name}"
+        );
+    }
+    // Mounted configuration exists.
+    for (name, service) in services {
+        for volume in names(service.get("volumes")) {
+            if let Some(rel) = volume.strip_prefix("./") {
+                let path = rel.split(':').next().unwrap();
+                assert!(
+                    root().join("compose").join(path).exists(),
+                    "{name} mounts missing {path}"
+                );
+            }
+        }
+    }
+    // The GPU override switches the predictor to the CUDA image.
+    let gpu = yaml("compose/docker-compose.gpu.yml");
+    let predictor = &gpu["services"]["predictor"];
+    assert_eq!(
+        our_image(predictor["image"].as_str().unwrap()).as_deref(),
+        Some("predictor-cuda")
+    );
+    assert_eq!(predictor["build"]["target"], "predictor-cuda");
+}
+
+#[test]
+fn the_swarm_stack_is_laid_out_as_deployed() {
+    let doc = yaml("compose/stack.yml");
+    let ours = check_services("stack.yml", &doc, true);
+    assert_eq!(ours["predictor"], "predictor-cuda");
+    let s = &doc["services"];
+    let replicas = |n: &str| s[n]["deploy"]["replicas"].as_u64().unwrap();
+    let constraints = |n: &str| names(s[n]["deploy"]["placement"].get("constraints"));
+
+    assert_eq!(replicas("predictor"), 10);
+    assert_eq!(
+        s["predictor"]["deploy"]["resources"]["reservations"]["generic_resources"][0]["discrete_resource_spec"]
+            ["kind"],
+        "NVIDIA-GPU"
+    );
+    assert_eq!(env(&s["predictor"])["INFERENCE_DEVICE"], "cuda");
+    assert!(constraints("predictor").contains(&"node.labels.gpu == true".to_owned()));
+
+    assert_eq!(replicas("fanout"), 5);
+    assert!(s["fanout"]["ulimits"]["nofile"]["soft"].as_u64().unwrap() >= 65536);
+    let fanout_labels = labels(s["fanout"]["deploy"].get("labels"));
+    assert!(
+        fanout_labels.contains_key("traefik.http.services.fanout.loadbalancer.sticky.cookie.name"),
+        "sticky sessions"
+    );
+
+    assert_eq!(replicas("collector"), 3);
+    let collector = env(&s["collector"]);
+    assert_eq!(collector["COLLECTOR_SHARD"], "{{.Task.Slot}}");
+    assert_eq!(
+        collector["COLLECTOR_SHARDS"],
+        replicas("collector").to_string()
+    );
+
+    assert_eq!(replicas("trainer"), 2);
+    assert!(constraints("trainer").contains(&"node.labels.gpu == true".to_owned()));
+
+    // Three KRaft nodes that name each other.
+    let voters = "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093";
+    for i in 1..=3 {
+        let e = env(&s[format!("kafka-{i}")]);
+        assert_eq!(e["KAFKA_NODE_ID"], i.to_string());
+        assert_eq!(e["KAFKA_CONTROLLER_QUORUM_VOTERS"], voters);
+        assert_eq!(
+            e["KAFKA_ADVERTISED_LISTENERS"],
+            format!("PLAINTEXT://kafka-{i}:9092")
+        );
+    }
+    assert_eq!(
+        env(&s["predictor"])["KAFKA_BROKERS"],
+        "kafka-1:9092,kafka-2:9092,kafka-3:9092"
+    );
+
+    for (name, net) in map(&doc["networks"]) {
+        assert_eq!(net["driver"], "overlay", "{name}");
+        assert_eq!(net["driver_opts"]["encrypted"], "true", "{name}");
+    }
+    for (name, config) in map(&doc["configs"]) {
+        let file = config["file"].as_str().unwrap();
+        assert!(
+            root().join("compose").join(file).exists(),
+            "config {name}: {file}"
+        );
+    }
+    // Every dashboard file is provisioned.
+    let mounted: BTreeSet<String> = map(&doc["configs"])
+        .values()
+        .filter_map(|c| c["file"].as_str())
+        .filter_map(|f| f.strip_prefix("./grafana/dashboards/"))
+        .map(String::from)
+        .collect();
+    assert_eq!(mounted, dashboard_files(), "stack.yml: dashboards");
+}
+
+#[test]
+fn topics_are_created_as_the_design_says() {
+    let script = read("compose/kafka/create-topics.sh");
+    for topic in ["games", "outcomes", "predictions", "metrics"] {
+        assert!(script.contains(topic), "{topic}");
+    }
+    assert!(script.contains("create models --config cleanup.policy=compact"));
+    assert!(script.contains("168 * 3600 * 1000"));
+    assert!(script.contains("PARTITIONS:-8"));
+}
+
+// --- monitoring ------------------------------------------------------------------
+
+fn dashboard_files() -> BTreeSet<String> {
+    std::fs::read_dir(root().join("compose/grafana/dashboards"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_every_service() {
+    for (file, prefix) in [
+        ("compose/prometheus/prometheus.yml", ""),
+        ("compose/prometheus/prometheus.swarm.yml", "tasks."),
+    ] {
+        let doc = yaml(file);
+        let jobs = doc["scrape_configs"].as_array().unwrap();
+        for (service, port) in OURS {
+            let name = format!("{prefix}{service}");
+            let scraped = jobs.iter().any(|job| {
+                let path = job["metrics_path"].as_str().unwrap_or("/metrics");
+                let dns = job["dns_sd_configs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|d| {
+                        d["port"].as_u64() == Some(u64::from(port))
+                            && names(d.get("names")).contains(&name)
+                    });
+                let fixed = job["static_configs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|s| names(s.get("targets")).contains(&format!("{name}:{port}")));
+                path == "/metrics" && (dns || fixed)
+            });
+            assert!(scraped, "{file}: nothing scrapes {name}:{port}/metrics");
+        }
+        assert_eq!(
+            names(doc.get("rule_files")),
+            ["/etc/prometheus/alerts.yml"],
+            "{file}"
+        );
+    }
+}
+
+/// Every metric name the code exports.
+fn exported_metrics() -> BTreeSet<String> {
+    let call = Regex::new(r#"(?:counter|gauge|histogram)!\(\s*"([a-z_:][a-z0-9_:]*)""#).unwrap();
+    let constant =
+        Regex::new(r#"const [A-Z_]+: &str = "([a-z][a-z0-9_]*_(?:total|seconds))";"#).unwrap();
+    let http = Regex::new(r#"layers::apply\(\s*[^;]*?"([a-z]+)"\s*,?\s*\)"#).unwrap();
+    let mut found = BTreeSet::new();
+    let mut stack = vec![root().join("libs"), root().join("services")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy();
+            if path.is_dir() {
+                // Sources only: what a test records is not exported.
+                if name != "tests" && name != "target" {
+                    stack.push(path);
+                }
+            } else if name.ends_with(".rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let text = text.split("#[cfg(test)]").next().unwrap();
+                found.extend(call.captures_iter(text).map(|c| c[1].to_owned()));
+                found.extend(constant.captures_iter(text).map(|c| c[1].to_owned()));
+                for c in http.captures_iter(text) {
+                    found.insert(format!("{}_http_requests_total", &c[1]));
+                    found.insert(format!("{}_http_request_duration_seconds", &c[1]));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The metric names a PromQL expression reads.
+fn metrics_in(expr: &str) -> BTreeSet<String> {
+    const WORDS: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "bool",
+        "inf",
+        "nan",
+        "le",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+    ];
+    let strings = Regex::new(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'"#).unwrap();
+    let braces = Regex::new(r"\{[^}]*\}").unwrap();
+    let grouping =
+        Regex::new(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)").unwrap();
+    let ranges = Regex::new(r"\[[^\]]*\]").unwrap();
+    let grafana_vars = Regex::new(r"\$\{?[A-Za-z_]+\}?").unwrap();
+    let ident = Regex::new(r"[A-Za-z_:][A-Za-z0-9_:]*").unwrap();
+    let expr = strings.replace_all(expr, "");
+    let expr = braces.replace_all(&expr, "");
+    let expr = grouping.replace_all(&expr, "");
+    let expr = ranges.replace_all(&expr, "");
+    let expr = grafana_vars.replace_all(&expr, "1");
+    let mut out = BTreeSet::new();
+    for m in ident.find_iter(&expr) {
+        let rest = expr[m.end()..].trim_start();
+        let word = m.as_str();
+        let preceded_by_digit = expr[..m.start()]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_digit() || c == '.');
+        if rest.starts_with('(') || WORDS.contains(&word) || preceded_by_digit {
+            continue;
+        }
+        out.insert(word.to_owned());
+    }
+    out
+}
+
+/// Every `key` string under `v`, except in Loki queries (LogQL).
+fn exprs(v: &Value, key: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            let loki = o.get("datasource").is_some_and(|d| {
+                d.as_str()
+                    .is_some_and(|s| s.to_lowercase().contains("loki"))
+                    || d["type"] == "loki"
+                    || d["uid"] == "loki"
+            });
+            if loki {
+                return;
+            }
+            for (k, v) in o {
+                if k == key {
+                    if let Some(s) = v.as_str() {
+                        out.push(s.to_owned());
+                    }
+                } else {
+                    exprs(v, key, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| exprs(v, key, out)),
+        _ => {}
+    }
+}
+
+fn check_names(source: &str, all: &[String], exported: &BTreeSet<String>) -> usize {
+    // Other components' own metrics, and Prometheus' `up`.
+    let foreign = [
+        "up",
+        "traefik_",
+        "prometheus_",
+        "alertmanager_",
+        "loki_",
+        "promtail_",
+    ];
+    let mut checked = 0;
+    for expr in all {
+        for name in metrics_in(expr) {
+            if foreign
+                .iter()
+                .any(|f| name == *f || (f.ends_with('_') && name.starts_with(f)))
+            {
+                continue;
+            }
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| exported.contains(*b)))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(base),
+                "{source}: `{name}` in `{expr}` is not a metric the code exports"
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
+
+#[test]
+fn dashboards_and_alerts_read_metrics_the_code_exports() {
+    let exported = exported_metrics();
+    for expected in [
+        "predictor_http_requests_total",
+        "fanout_e2e_latency_seconds",
+        "collector_rejected_total",
+        "inference_batch_rows",
+    ] {
+        assert!(exported.contains(expected), "the scan missed {expected}");
+    }
+    assert!(
+        metrics_in("sum by (x) (rate(a_total{b=\"c\"}[5m])) / b_count > 0.5")
+            .into_iter()
+            .eq(["a_total", "b_count"])
+    );
+
+    let files = dashboard_files();
+    assert!(files.len() >= 3, "{files:?}");
+    let mut total = 0;
+    let mut panels_by_topic = String::new();
+    for file in &files {
+        let doc: Value =
+            serde_json::from_str(&read(&format!("compose/grafana/dashboards/{file}"))).unwrap();
+        assert!(doc["uid"].is_string() && doc["title"].is_string(), "{file}");
+        let mut all = Vec::new();
+        exprs(&doc, "expr", &mut all);
+        assert!(!all.is_empty(), "{file}: no queries");
+        total += check_names(file, &all, &exported);
+        panels_by_topic.push_str(&all.join("\n"));
+    }
+    // What the dashboards must show (the issue's list).
+    for needle in [
+        "_http_request_duration_seconds_bucket",
+        "inference_batch_rows",
+        "fanout_connections",
+        "fanout_messages_out_total",
+        "kafka_consumer_lag_messages",
+        "trainer_model_accuracy",
+        "trainer_model_brier",
+        "dedup_",
+    ] {
+        assert!(
+            panels_by_topic.contains(needle),
+            "no dashboard shows {needle}"
+        );
+    }
+
+    let alerts = yaml("compose/prometheus/alerts.yml");
+    let mut all = Vec::new();
+    exprs(&alerts, "expr", &mut all);
+    total += check_names("alerts.yml", &all, &exported);
+    let rules = all.join("\n");
+    for needle in [
+        "up",
+        "_http_requests_total",
+        "_http_request_duration_seconds_bucket",
+        "kafka_consumer_lag_messages",
+        "trainer_model_accuracy",
+        "fanout_slow_closes_total",
+    ] {
+        assert!(rules.contains(needle), "no alert reads {needle}");
+    }
+    let mut severities = BTreeSet::new();
+    for group in alerts["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            if rule.get("alert").is_some() {
+                severities.insert(rule["labels"]["severity"].as_str().unwrap().to_owned());
+                assert!(rule["annotations"]["summary"].is_string(), "{rule}");
+            }
+        }
+    }
+    assert_eq!(
+        severities,
+        ["critical", "warning"].map(String::from).into(),
+        "alert severities"
+    );
+    // Alertmanager routes both.
+    let am = read("compose/alertmanager/alertmanager.yml");
+    assert!(am.contains("critical") && am.contains("warning"));
+    assert!(total > 30, "only {total} metric references checked");
+}
