@@ -42,9 +42,13 @@
 //!    the source yields it again. So a source must not advance its checkpoint
 //!    past records that were released.
 //!
-//! A caller that stores its records in Postgres itself can split step 4:
-//! [`Dedup::confirm_in`] in the transaction that stores them, then
-//! [`Dedup::remember`] after the commit (the collector does).
+//! A caller that stores its records in Postgres itself does better with
+//! one write per key (the collector does): [`Dedup::claim_in`] at the start
+//! of the transaction that stores the records, which makes the keys seen
+//! when it commits and frees them when it rolls back (another replica's
+//! claim of the same key waits for the outcome), then [`Dedup::remember`]
+//! after the commit. Steps 2 and 4 become one statement, and no lease is
+//! needed: a replica that dies mid-transaction loses its claims with it.
 //!
 //! A claim is a lease (`DEDUP_CLAIM_LEASE`): if the replica dies between claim
 //! and publish, the key becomes claimable again when the lease runs out, and
@@ -647,6 +651,26 @@ impl Dedup {
             .store
             .claim(keys, self.inner.config.claim_lease)
             .await?;
+        let mut taken = HashSet::with_capacity(won.len());
+        Ok(keys
+            .iter()
+            .map(|k| won.contains(k) && taken.insert(*k))
+            .collect())
+    }
+
+    /// Claims keys inside the caller's transaction (`store::claim_on`): a
+    /// key is taken when it is new or its earlier claim expired, and is
+    /// seen once the transaction commits; a rollback gives it back. Use it
+    /// at the start of the transaction that stores the records, then
+    /// [`Dedup::remember`] after the commit. A key repeated in `keys` is
+    /// taken once.
+    #[instrument(skip_all, fields(keys = keys.len()))]
+    pub async fn claim_in(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        keys: &[DedupKey],
+    ) -> anyhow::Result<Vec<bool>> {
+        let won = store::claim_on(conn, keys).await?;
         let mut taken = HashSet::with_capacity(won.len());
         Ok(keys
             .iter()

@@ -141,6 +141,34 @@ impl ExactStore {
     }
 }
 
+/// Claims `keys` for good inside the caller's transaction: inserts the new
+/// ones as seen, takes over expired claims, and returns the keys it took.
+/// Nothing is visible to other replicas until the commit; one that inserts
+/// the same key meanwhile waits for it, then finds the key seen (commit) or
+/// takes it (rollback). So a rolled-back transaction releases its keys with
+/// no further statement, and a committed one confirmed them with its
+/// records: one write per key instead of a claim and a confirmation.
+pub(crate) async fn claim_on(
+    conn: &mut sqlx::PgConnection,
+    keys: &[DedupKey],
+) -> anyhow::Result<HashSet<DedupKey>> {
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+        "INSERT INTO dedup_keys (key) \
+         SELECT k FROM UNNEST($1::bytea[]) AS t(k) ORDER BY k \
+         ON CONFLICT (key) DO UPDATE SET seen_at = now(), claimed_until = NULL \
+            WHERE dedup_keys.claimed_until IS NOT NULL AND dedup_keys.claimed_until <= now() \
+         RETURNING key",
+    )
+    .bind(sorted_bytes(keys))
+    .fetch_all(&mut *conn)
+    .await
+    .context("claiming dedup keys")?;
+    key_set(rows)
+}
+
 /// Confirms keys (claimed or not) on a connection or in a transaction.
 pub(crate) async fn confirm_on(
     conn: &mut sqlx::PgConnection,

@@ -242,6 +242,134 @@ async fn the_protocol_publishes_every_record_exactly_once_across_replicas() {
     t.drop_database().await.unwrap();
 }
 
+/// The collector's protocol: the claim inside the transaction that stores
+/// the records. Two replicas, the same records in different orders,
+/// transactions that roll back now and then (a failed publish): every record
+/// is published, and exactly once, with no release step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_in_the_storing_transaction_publish_every_record_exactly_once() {
+    let t = TestDb::new().await.unwrap();
+    let redis = redis_config();
+    let pools = [t.db.clone(), another_pool(&t).await];
+    let records = Arc::new(keys("tx-record", 400));
+    let published = Arc::new(std::sync::Mutex::new(Vec::<DedupKey>::new()));
+    let mut tasks = Vec::new();
+    for (r, db) in pools.iter().enumerate() {
+        let d = dedup(db, config(), redis.clone());
+        let (db, records, published) = (db.clone(), Arc::clone(&records), Arc::clone(&published));
+        tasks.push(tokio::spawn(async move {
+            let mut order: Vec<DedupKey> = records.iter().copied().collect();
+            if r == 1 {
+                order.reverse();
+            }
+            let mut attempt = 0u64;
+            for poll in 0..5 {
+                for batch in order.chunks(40) {
+                    let verdicts = d.check(batch).await.unwrap();
+                    let new: Vec<DedupKey> = batch
+                        .iter()
+                        .zip(&verdicts)
+                        .filter(|(_, v)| v.is_new())
+                        .map(|(k, _)| *k)
+                        .collect();
+                    let mut tx = db.pool().begin().await.unwrap();
+                    let won = d.claim_in(&mut tx, &new).await.unwrap();
+                    let mine: Vec<DedupKey> = new
+                        .iter()
+                        .zip(won)
+                        .filter(|(_, w)| *w)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    attempt += 1;
+                    if poll < 4 && attempt.is_multiple_of(3) {
+                        // The publish failed: the rollback frees the keys.
+                        tx.rollback().await.unwrap();
+                    } else {
+                        published.lock().unwrap().extend(&mine);
+                        tx.commit().await.unwrap();
+                        d.remember(&mine).await;
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let published = published.lock().unwrap().clone();
+    let unique: HashSet<DedupKey> = published.iter().copied().collect();
+    assert_eq!(unique.len(), records.len(), "a record was lost");
+    assert_eq!(
+        published.len(),
+        records.len(),
+        "a record was published twice"
+    );
+    t.drop_database().await.unwrap();
+}
+
+/// A key claimed in an open transaction: a second replica's claim waits for
+/// it, then loses (commit) or wins (rollback); an expired claim of the older
+/// two-step protocol is taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_in_a_transaction_holds_the_key_until_it_ends() {
+    let t = TestDb::new().await.unwrap();
+    let cfg = DedupConfig {
+        claim_lease: Duration::from_secs(1),
+        ..config()
+    };
+    let other_db = another_pool(&t).await;
+    let first = dedup(&t.db, cfg.clone(), redis_config());
+    let second = dedup(&other_db, cfg, redis_config());
+    let [a, b, c] = ["a", "b", "c"].map(|id| DedupKey::new("s", id, b""));
+
+    for (commit, expect_second) in [(true, false), (false, true)] {
+        let key = if commit { a } else { b };
+        let mut tx = t.db.pool().begin().await.unwrap();
+        assert_eq!(
+            first.claim_in(&mut tx, &[key, key]).await.unwrap(),
+            [true, false]
+        );
+        let waiting = {
+            let (second, db) = (second.clone(), other_db.clone());
+            tokio::spawn(async move {
+                let mut tx = db.pool().begin().await.unwrap();
+                let won = second.claim_in(&mut tx, &[key]).await.unwrap();
+                tx.commit().await.unwrap();
+                won
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the second claim must wait for the first"
+        );
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+        assert_eq!(waiting.await.unwrap(), [expect_second], "commit: {commit}");
+        // Either way one of them committed it: seen for good.
+        let mut tx = t.db.pool().begin().await.unwrap();
+        assert_eq!(first.claim_in(&mut tx, &[key]).await.unwrap(), [false]);
+        tx.rollback().await.unwrap();
+    }
+
+    // A two-step claim whose replica died: taken over once it expires.
+    assert_eq!(first.claim(&[c]).await.unwrap(), [true]);
+    let mut tx = other_db.pool().begin().await.unwrap();
+    assert_eq!(second.claim_in(&mut tx, &[c]).await.unwrap(), [false]);
+    tx.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let mut tx = other_db.pool().begin().await.unwrap();
+    assert_eq!(second.claim_in(&mut tx, &[c]).await.unwrap(), [true]);
+    tx.commit().await.unwrap();
+    // Confirmed: no lease left to run out.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(first.claim(&[c]).await.unwrap(), [false]);
+    t.drop_database().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_released_claim_is_new_again_but_a_marked_key_cannot_be_released() {
     let t = TestDb::new().await.unwrap();

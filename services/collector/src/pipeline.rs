@@ -4,10 +4,12 @@
 //!
 //! 1. Versions that do not make valid messages are rejected (logged with
 //!    the source and the reason, counted) before anything else.
-//! 2. Dedup: [`Dedup::check`] drops versions already published, then
-//!    [`Dedup::claim`] takes the new ones, so of two replicas that fetched the
-//!    same version exactly one goes on with it.
-//! 3. One Postgres transaction: the outcomes the ratings have not absorbed
+//! 2. Dedup: [`Dedup::check`] drops versions already published (bloom
+//!    filters, hits confirmed in Postgres).
+//! 3. One Postgres transaction: first [`Dedup::claim_in`] takes the new
+//!    versions' keys (of two replicas that fetched the same version, the
+//!    second waits on the first's uncommitted key and then finds it seen, so
+//!    exactly one goes on with it); the outcomes the ratings have not absorbed
 //!    yet are recorded in `ratings_applied`; the rows of every team involved
 //!    are locked (in a fixed order, so replicas cannot deadlock) and read;
 //!    the games are walked in schedule order, each getting its `elo-v1`
@@ -15,12 +17,11 @@
 //!    features it was first published with once under way), each new final
 //!    result moving the ratings; the teams are written back; the `Game`s and
 //!    `Outcome`s are published to Kafka (idempotent producer, acks=all) and
-//!    upserted; the versions' claims are confirmed in the dedup's exact store
-//!    ([`Dedup::confirm_in`]). Then the transaction commits: a version is
-//!    seen exactly when its records are stored.
+//!    upserted. Then the transaction commits: a version is seen exactly when
+//!    its records are stored, with one write of its key.
 //! 4. [`Dedup::remember`]: the bloom bits, so a re-fetch is cheap.
 //!
-//! Any failure in 3 rolls the transaction back and releases the claims, so the
+//! Any failure in 3 rolls the transaction back, claims included, so the
 //! versions are published when the source yields them again (and the source's
 //! checkpoint does not move past them). A Kafka publish that succeeded before a
 //! failed commit is repeated on the retry: a duplicate on the topic, which the
@@ -146,52 +147,57 @@ impl Pipeline {
         if new_games.is_empty() {
             return Ok(report);
         }
-        let won = self.dedup.claim(&new_keys).await.context("dedup claim")?;
-        let (mine, mine_keys): (Vec<&SourceGame>, Vec<DedupKey>) = new_games
-            .iter()
-            .zip(&new_keys)
-            .zip(&won)
-            .filter(|(_, w)| **w)
-            .map(|((g, k), _)| (*g, *k))
-            .unzip();
-        report.claimed_elsewhere = new_games.len() - mine.len();
-        if mine.is_empty() {
-            return Ok(report);
-        }
-        match self.publish(source, &mine, &mine_keys).await {
-            Ok(out) => {
-                report.games = out.games;
-                report.outcomes = out.outcomes;
-                report.ratings_applied = out.ratings_applied;
-                // Committed with the records; now the bloom bits, so the
-                // next re-fetch is cheap.
-                self.dedup.remember(&mine_keys).await;
-                Ok(report)
-            }
-            Err(e) => {
-                match self.dedup.release(&mine_keys).await {
-                    Ok(_) => {}
-                    // The leases run out on their own.
-                    Err(re) => tracing::warn!(source, "releasing claims failed: {re:#}"),
-                }
-                Err(e)
-            }
-        }
+        // An error rolled the transaction back, the claims with it.
+        let (out, mine_keys) = self.publish(source, &new_games, &new_keys).await?;
+        report.claimed_elsewhere = out.claimed_elsewhere;
+        report.games = out.games;
+        report.outcomes = out.outcomes;
+        report.ratings_applied = out.ratings_applied;
+        // Committed with the records; now the bloom bits, so the next
+        // re-fetch is cheap.
+        self.dedup.remember(&mine_keys).await;
+        Ok(report)
     }
 
-    /// Step 3 of the module docs, for versions this replica claimed.
+    /// Steps 2 (the claim) and 3 of the module docs, for versions no
+    /// replica published yet; returns the keys this replica took.
     async fn publish(
         &self,
         source: &str,
-        mine: &[&SourceGame],
-        keys: &[DedupKey],
-    ) -> anyhow::Result<BatchReport> {
+        new_games: &[&SourceGame],
+        new_keys: &[DedupKey],
+    ) -> anyhow::Result<(BatchReport, Vec<DedupKey>)> {
         let mut tx = self
             .db
             .pool()
             .begin()
             .await
             .context("starting a transaction")?;
+
+        let won = self
+            .dedup
+            .claim_in(&mut tx, new_keys)
+            .await
+            .context("dedup claim")?;
+        let (mine, keys): (Vec<&SourceGame>, Vec<DedupKey>) = new_games
+            .iter()
+            .zip(new_keys)
+            .zip(&won)
+            .filter(|(_, w)| **w)
+            .map(|((g, k), _)| (*g, *k))
+            .unzip();
+        let claimed_elsewhere = new_games.len() - mine.len();
+        if mine.is_empty() {
+            tx.rollback().await.context("ending the transaction")?;
+            return Ok((
+                BatchReport {
+                    claimed_elsewhere,
+                    ..BatchReport::default()
+                },
+                keys,
+            ));
+        }
+        let mine = &mine[..];
 
         // Final results not yet absorbed by the ratings (once per game, ever).
         let finals: Vec<&str> = dedup_strs(
@@ -292,7 +298,6 @@ impl Pipeline {
             .context("publishing outcomes")?;
         upsert_games_on(&mut tx, &game_msgs).await?;
         upsert_outcomes_on(&mut tx, &outcome_msgs).await?;
-        self.dedup.confirm_in(&mut tx, keys).await?;
         tx.commit().await.context("committing the batch")?;
 
         metrics::counter!("collector_published_total", "source" => source.to_owned(), "kind" => "game")
@@ -300,12 +305,16 @@ impl Pipeline {
         metrics::counter!("collector_published_total", "source" => source.to_owned(), "kind" => "outcome")
             .increment(outcome_msgs.len() as u64);
         metrics::counter!("collector_ratings_applied_total").increment(applied as u64);
-        Ok(BatchReport {
-            games: game_msgs.len(),
-            outcomes: outcome_msgs.len(),
-            ratings_applied: applied,
-            ..BatchReport::default()
-        })
+        Ok((
+            BatchReport {
+                claimed_elsewhere,
+                games: game_msgs.len(),
+                outcomes: outcome_msgs.len(),
+                ratings_applied: applied,
+                ..BatchReport::default()
+            },
+            keys,
+        ))
     }
 }
 
