@@ -174,84 +174,26 @@ async fn each_key_is_claimed_exactly_once_under_concurrency() {
     t.drop_database().await.unwrap();
 }
 
-/// The collector's loop on two replicas fed the same records in different
-/// orders, with publishes that fail now and then: every record is published,
-/// and exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_protocol_publishes_every_record_exactly_once_across_replicas() {
-    let t = TestDb::new().await.unwrap();
-    let redis = redis_config();
-    let replicas = [
-        dedup(&t.db, config(), redis.clone()),
-        dedup(&another_pool(&t).await, config(), redis),
-    ];
-    let records = Arc::new(keys("record", 400));
-    let published = Arc::new(std::sync::Mutex::new(Vec::<DedupKey>::new()));
-    let mut tasks = Vec::new();
-    for (r, d) in replicas.iter().enumerate() {
-        let (d, records, published) = (d.clone(), Arc::clone(&records), Arc::clone(&published));
-        tasks.push(tokio::spawn(async move {
-            let mut order: Vec<DedupKey> = records.iter().copied().collect();
-            if r == 1 {
-                order.reverse();
-            }
-            let mut attempt = 0u64;
-            // The source re-sends everything on each poll, as a scoreboard
-            // does. Publishes fail now and then, except in the last poll: a
-            // released record is published when it comes again, and after
-            // a replica's last release comes its last poll.
-            for poll in 0..5 {
-                for batch in order.chunks(40) {
-                    let verdicts = d.check(batch).await.unwrap();
-                    let new: Vec<DedupKey> = batch
-                        .iter()
-                        .zip(&verdicts)
-                        .filter(|(_, v)| v.is_new())
-                        .map(|(k, _)| *k)
-                        .collect();
-                    let won = d.claim(&new).await.unwrap();
-                    let mine: Vec<DedupKey> = new
-                        .iter()
-                        .zip(won)
-                        .filter(|(_, w)| *w)
-                        .map(|(k, _)| *k)
-                        .collect();
-                    attempt += 1;
-                    if poll < 4 && attempt.is_multiple_of(3) {
-                        // The publish failed: give the keys back.
-                        d.release(&mine).await.unwrap();
-                    } else {
-                        published.lock().unwrap().extend(&mine);
-                        d.mark_seen(&mine).await.unwrap();
-                    }
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let published = published.lock().unwrap().clone();
-    let unique: HashSet<DedupKey> = published.iter().copied().collect();
-    assert_eq!(unique.len(), records.len(), "a record was lost");
-    assert_eq!(
-        published.len(),
-        records.len(),
-        "a record was published twice"
-    );
-    t.drop_database().await.unwrap();
+/// How a replica claims the new keys of a batch.
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    /// `claim`, publish, then `mark_seen` (or `release` when it failed).
+    TwoStep,
+    /// `claim_in` the transaction that stores the records, as the
+    /// collector does: commit (or roll back when the publish failed), then
+    /// `remember`.
+    InTransaction,
 }
 
-/// The collector's protocol: the claim inside the transaction that stores
-/// the records. Two replicas, the same records in different orders,
-/// transactions that roll back now and then (a failed publish): every record
-/// is published, and exactly once, with no release step.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn claims_in_the_storing_transaction_publish_every_record_exactly_once() {
+/// Two replicas fed the same records in different orders, re-sent on every
+/// poll as a scoreboard does, with publishes that fail now and then (except
+/// in the last poll: a freed record is published when it comes again):
+/// every record is published, and exactly once.
+async fn two_replicas_publish_every_record_exactly_once(protocol: Protocol) {
     let t = TestDb::new().await.unwrap();
     let redis = redis_config();
     let pools = [t.db.clone(), another_pool(&t).await];
-    let records = Arc::new(keys("tx-record", 400));
+    let records = Arc::new(keys("record", 400));
     let published = Arc::new(std::sync::Mutex::new(Vec::<DedupKey>::new()));
     let mut tasks = Vec::new();
     for (r, db) in pools.iter().enumerate() {
@@ -272,22 +214,36 @@ async fn claims_in_the_storing_transaction_publish_every_record_exactly_once() {
                         .filter(|(_, v)| v.is_new())
                         .map(|(k, _)| *k)
                         .collect();
-                    let mut tx = db.pool().begin().await.unwrap();
-                    let won = d.claim_in(&mut tx, &new).await.unwrap();
-                    let mine: Vec<DedupKey> = new
-                        .iter()
-                        .zip(won)
-                        .filter(|(_, w)| *w)
-                        .map(|(k, _)| *k)
-                        .collect();
+                    let won = |won: Vec<bool>| -> Vec<DedupKey> {
+                        new.iter()
+                            .zip(won)
+                            .filter(|(_, w)| *w)
+                            .map(|(k, _)| *k)
+                            .collect()
+                    };
                     attempt += 1;
-                    if poll < 4 && attempt.is_multiple_of(3) {
-                        // The publish failed: the rollback frees the keys.
-                        tx.rollback().await.unwrap();
-                    } else {
-                        published.lock().unwrap().extend(&mine);
-                        tx.commit().await.unwrap();
-                        d.remember(&mine).await;
+                    let failed = poll < 4 && attempt.is_multiple_of(3);
+                    match protocol {
+                        Protocol::TwoStep => {
+                            let mine = won(d.claim(&new).await.unwrap());
+                            if failed {
+                                d.release(&mine).await.unwrap();
+                            } else {
+                                published.lock().unwrap().extend(&mine);
+                                d.mark_seen(&mine).await.unwrap();
+                            }
+                        }
+                        Protocol::InTransaction => {
+                            let mut tx = db.pool().begin().await.unwrap();
+                            let mine = won(d.claim_in(&mut tx, &new).await.unwrap());
+                            if failed {
+                                tx.rollback().await.unwrap();
+                            } else {
+                                published.lock().unwrap().extend(&mine);
+                                tx.commit().await.unwrap();
+                                d.remember(&mine).await;
+                            }
+                        }
                     }
                 }
             }
@@ -298,13 +254,27 @@ async fn claims_in_the_storing_transaction_publish_every_record_exactly_once() {
     }
     let published = published.lock().unwrap().clone();
     let unique: HashSet<DedupKey> = published.iter().copied().collect();
-    assert_eq!(unique.len(), records.len(), "a record was lost");
+    assert_eq!(
+        unique.len(),
+        records.len(),
+        "{protocol:?}: a record was lost"
+    );
     assert_eq!(
         published.len(),
         records.len(),
-        "a record was published twice"
+        "{protocol:?}: a record was published twice"
     );
     t.drop_database().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_two_step_protocol_publishes_every_record_exactly_once_across_replicas() {
+    two_replicas_publish_every_record_exactly_once(Protocol::TwoStep).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_in_the_storing_transaction_publish_every_record_exactly_once() {
+    two_replicas_publish_every_record_exactly_once(Protocol::InTransaction).await;
 }
 
 /// A key claimed in an open transaction: a second replica's claim waits for
