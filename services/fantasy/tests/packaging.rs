@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
@@ -513,15 +514,55 @@ fn the_swarm_stack_is_laid_out_as_deployed() {
     assert_eq!(mounted, dashboard_files(), "stack.yml: dashboards");
 }
 
+/// The topic job, run against a stand-in `kafka-topics.sh` that records its
+/// arguments: the five topics, 8 partitions, 168 h, `models` compacted.
 #[test]
 fn topics_are_created_as_the_design_says() {
-    let script = read("compose/kafka/create-topics.sh");
-    for topic in ["games", "outcomes", "predictions", "metrics"] {
-        assert!(script.contains(topic), "{topic}");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls");
+    let fake = dir.path().join("kafka-topics.sh");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    let mut mode = std::fs::metadata(&fake).unwrap().permissions();
+    mode.set_mode(0o755);
+    std::fs::set_permissions(&fake, mode).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg(root().join("compose/kafka/create-topics.sh"))
+        .env("KAFKA_TOPICS", &fake)
+        .env("BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+        .env("REPLICATION", "3")
+        .env("PREFIX", "prod.")
+        .env_remove("PARTITIONS")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let creates: Vec<&str> = calls.lines().filter(|l| l.contains("--create")).collect();
+    assert_eq!(creates.len(), 5, "{calls}");
+    for topic in ["games", "outcomes", "predictions", "metrics", "models"] {
+        let line = creates
+            .iter()
+            .find(|l| l.contains(&format!("--topic prod.{topic} ")))
+            .unwrap_or_else(|| panic!("{topic} not created: {calls}"));
+        assert!(
+            line.contains("--bootstrap-server kafka-1:9092,kafka-2:9092"),
+            "{line}"
+        );
+        assert!(
+            line.contains("--partitions 8 --replication-factor 3"),
+            "{line}"
+        );
+        assert!(line.contains("--if-not-exists"), "{line}");
+        let config = if topic == "models" {
+            "--config cleanup.policy=compact"
+        } else {
+            "--config retention.ms=604800000"
+        };
+        assert!(line.ends_with(config), "{line}");
     }
-    assert!(script.contains("create models --config cleanup.policy=compact"));
-    assert!(script.contains("168 * 3600 * 1000"));
-    assert!(script.contains("PARTITIONS:-8"));
 }
 
 // --- monitoring ------------------------------------------------------------------
