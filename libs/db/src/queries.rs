@@ -233,6 +233,23 @@ impl Db {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Deletes evaluations older than `age`, except each version's latest
+    /// (a retired version keeps its last scores). Returns how many.
+    pub async fn purge_model_metrics(&self, age: std::time::Duration) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM model_metrics m
+             WHERE m.evaluated_at < now() - make_interval(secs => $1)
+               AND m.evaluated_at < (SELECT max(l.evaluated_at) FROM model_metrics l
+                                     WHERE l.model_name = m.model_name
+                                       AND l.model_version = m.model_version)",
+        )
+        .bind(age.as_secs_f64())
+        .execute(self.pool())
+        .await
+        .context("purging old model metrics")?;
+        Ok(done.rows_affected())
+    }
+
     /// The most recent evaluation of a model version.
     pub async fn latest_model_metrics(
         &self,

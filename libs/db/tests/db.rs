@@ -187,6 +187,32 @@ async fn model_metrics_are_stored_once() {
 }
 
 #[tokio::test]
+async fn old_model_metrics_are_purged_but_each_version_keeps_its_latest() {
+    let t = TestDb::new().await.unwrap();
+    let days_ago = |d: i64| chrono::Utc::now() - chrono::Duration::days(d);
+    for (version, age) in [("v1", 40), ("v1", 35), ("v1", 1), ("v2", 50), ("v2", 45)] {
+        let mut m = model_metrics(version);
+        m.evaluated_at = days_ago(age);
+        assert!(t.db.insert_model_metrics(&m).await.unwrap());
+    }
+    let month = std::time::Duration::from_secs(30 * 86_400);
+    assert_eq!(t.db.purge_model_metrics(month).await.unwrap(), 3);
+    let left: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT model_version, evaluated_at FROM model_metrics ORDER BY model_version",
+    )
+    .fetch_all(t.db.pool())
+    .await
+    .unwrap();
+    let versions: Vec<&str> = left.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(versions, ["v1", "v2"], "{left:?}");
+    // v1's recent row, and v2's latest although it is old.
+    assert!(left[0].1 > days_ago(2));
+    assert!(left[1].1 < days_ago(44) && left[1].1 > days_ago(46));
+    assert_eq!(t.db.purge_model_metrics(month).await.unwrap(), 0);
+    t.drop_database().await.unwrap();
+}
+
+#[tokio::test]
 async fn checkpoints_resume_where_they_were_left() {
     let t = TestDb::new().await.unwrap();
     assert_eq!(t.db.checkpoint("sim").await.unwrap(), None);

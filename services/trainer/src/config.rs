@@ -110,6 +110,9 @@ pub struct Config {
     pub group_id: String,
     /// `EVAL_WINDOW`: the most recent finished games a version is scored on.
     pub eval_window: u32,
+    /// `METRICS_RETENTION`: how long stored evaluations are kept (each
+    /// version's latest is kept for good).
+    pub metrics_retention: Duration,
     pub triggers: Triggers,
     pub train: TrainConfig,
     /// `TRAIN_BOOTSTRAP`: with no active model, train the first one as soon
@@ -140,6 +143,7 @@ impl Config {
             store_url: p.string("MODEL_STORE_URL", &default_store()),
             group_id: p.string("TRAINER_GROUP", "trainer"),
             eval_window: p.ranged("EVAL_WINDOW", 500, 10..=1_000_000),
+            metrics_retention: p.duration("METRICS_RETENTION", Duration::from_secs(30 * 86_400)),
             triggers: Triggers {
                 accuracy_below: p.ranged("RETRAIN_ACCURACY_BELOW", 0.55, 0.0..=1.0),
                 brier_above: p.ranged("RETRAIN_BRIER_ABOVE", 0.25, 0.0..=1.0),
@@ -184,6 +188,7 @@ impl Config {
             model_name = %self.model_name,
             store = %self.store_url,
             eval_window = self.eval_window,
+            metrics_retention = ?self.metrics_retention,
             triggers = ?self.triggers,
             train = ?self.train,
             bootstrap = self.bootstrap,

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -26,6 +27,9 @@ pub struct Evaluator {
     pub producer: Producer,
     pub model_name: String,
     pub window: u32,
+    /// Stored evaluations older than this are purged (at most hourly).
+    pub retention: std::time::Duration,
+    pub purged_at: std::sync::Mutex<Option<Instant>>,
     pub triggers: Triggers,
     /// New outcomes since the last training started (the control loop
     /// resets it).
@@ -81,6 +85,28 @@ impl Evaluator {
         }))
     }
 
+    /// Deletes stored evaluations past the retention, once an hour at most
+    /// (one row per version per outcome batch adds up). A failure is logged:
+    /// it only delays the clean-up.
+    async fn purge_if_due(&self) {
+        const EVERY: Duration = Duration::from_secs(3600);
+        {
+            let mut last = self
+                .purged_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.db.purge_model_metrics(self.retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "purged old model metrics"),
+            Err(e) => tracing::warn!("purging old model metrics failed: {e:#}"),
+        }
+    }
+
     /// Scores each version, stores and announces the scores, updates the
     /// gauges, and asks for a retrain when the active version has drifted.
     async fn evaluate(&self, versions: &[String]) -> anyhow::Result<()> {
@@ -121,6 +147,7 @@ impl Evaluator {
                 self.check_drift(&m, brier.filter(|_| trusted));
             }
         }
+        self.purge_if_due().await;
         Ok(())
     }
 

@@ -80,6 +80,8 @@ pub async fn run(
         producer: producer.clone(),
         model_name: cfg.model_name.clone(),
         window: cfg.eval_window,
+        retention: cfg.metrics_retention,
+        purged_at: std::sync::Mutex::default(),
         triggers: cfg.triggers.clone(),
         new_outcomes: new_outcomes.clone(),
         control: control_tx.clone(),

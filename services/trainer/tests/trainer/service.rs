@@ -39,7 +39,18 @@ async fn scores_are_exact_and_redelivery_bad_outcomes_change_nothing() {
     let infra = Infra::new().await;
     let games: Vec<_> = ["g1", "g2", "g3", "g4"].map(testing::game).into();
     infra.db.db.upsert_games(&games).await.unwrap();
-    let app = App::spawn(&infra, &[("TRAIN_BOOTSTRAP", "false")]).await;
+    // Evaluations of a retired version, from long ago: purged past
+    // METRICS_RETENTION, its latest kept.
+    for days in [60, 50] {
+        let mut old = testing::model_metrics("v-retired");
+        old.evaluated_at = chrono::Utc::now() - chrono::Duration::days(days);
+        infra.db.db.insert_model_metrics(&old).await.unwrap();
+    }
+    let app = App::spawn(
+        &infra,
+        &[("TRAIN_BOOTSTRAP", "false"), ("METRICS_RETENTION", "720h")],
+    )
+    .await;
 
     // p:    0.8 win, 0.3 loss, 0.6 loss, 0.5 win -> accuracy 3/4,
     // Brier (0.04 + 0.09 + 0.36 + 0.25) / 4 = 0.185,
@@ -76,6 +87,19 @@ async fn scores_are_exact_and_redelivery_bad_outcomes_change_nothing() {
     assert_eq!(last["count"], 4);
     assert_eq!(last["window"], 500);
     assert!(!last["calibration"].as_array().unwrap().is_empty());
+    // The 60-day-old row is purged after the evaluation, the latest kept.
+    let retired = infra
+        .wait_for("old evaluations purged", WAIT, || async {
+            let rows: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+                "SELECT evaluated_at FROM model_metrics WHERE model_version = 'v-retired'",
+            )
+            .fetch_all(infra.db.db.pool())
+            .await
+            .unwrap();
+            (rows.len() == 1).then_some(rows)
+        })
+        .await;
+    assert!(retired[0] > chrono::Utc::now() - chrono::Duration::days(51));
 
     // Everything again (a redelivery), a repeated outcome, and an outcome
     // for a game nobody knows.
