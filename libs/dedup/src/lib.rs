@@ -692,21 +692,9 @@ impl Dedup {
         Ok(())
     }
 
-    /// [`Dedup::mark_seen`]'s Postgres half on the caller's connection or
-    /// transaction: commit it with the records' own writes, so a record is
-    /// seen exactly when it is stored (and one round trip and one commit are
-    /// saved). Follow the commit with [`Dedup::remember`].
-    #[instrument(skip_all, fields(keys = keys.len()))]
-    pub async fn confirm_in(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        keys: &[DedupKey],
-    ) -> anyhow::Result<()> {
-        store::confirm_on(conn, keys).await
-    }
-
     /// [`Dedup::mark_seen`]'s bloom half: sets the keys' bits in the local
-    /// and the shared filters, after [`Dedup::confirm_in`] committed. Cannot
+    /// and the shared filters, after the keys are seen in Postgres (the
+    /// commit of [`Dedup::claim_in`]'s transaction, or `mark_seen`). Cannot
     /// fail: without Redis the keys are still in Postgres (the fallback is
     /// counted), which keeps every verdict right.
     #[instrument(skip_all, fields(keys = keys.len()))]

@@ -94,13 +94,20 @@ impl ExactStore {
     /// Records `keys` as seen for good: inserts the new ones, confirms
     /// pending claims, leaves confirmed rows alone.
     pub(crate) async fn confirm(&self, keys: &[DedupKey]) -> anyhow::Result<()> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .context("marking dedup keys seen")?;
-        confirm_on(&mut conn, keys).await
+        if keys.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO dedup_keys (key) \
+             SELECT k FROM UNNEST($1::bytea[]) AS t(k) ORDER BY k \
+             ON CONFLICT (key) DO UPDATE SET claimed_until = NULL \
+                WHERE dedup_keys.claimed_until IS NOT NULL",
+        )
+        .bind(sorted_bytes(keys))
+        .execute(self.db.pool())
+        .await
+        .context("marking dedup keys seen")?;
+        Ok(())
     }
 
     /// Deletes the pending claims among `keys` (never a confirmed key).
@@ -167,25 +174,4 @@ pub(crate) async fn claim_on(
     .await
     .context("claiming dedup keys")?;
     key_set(rows)
-}
-
-/// Confirms keys (claimed or not) on a connection or in a transaction.
-pub(crate) async fn confirm_on(
-    conn: &mut sqlx::PgConnection,
-    keys: &[DedupKey],
-) -> anyhow::Result<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO dedup_keys (key) \
-         SELECT k FROM UNNEST($1::bytea[]) AS t(k) ORDER BY k \
-         ON CONFLICT (key) DO UPDATE SET claimed_until = NULL \
-            WHERE dedup_keys.claimed_until IS NOT NULL",
-    )
-    .bind(sorted_bytes(keys))
-    .execute(&mut *conn)
-    .await
-    .context("marking dedup keys seen")?;
-    Ok(())
 }

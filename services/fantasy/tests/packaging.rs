@@ -97,24 +97,23 @@ fn dockerfile() -> BTreeMap<String, Stage> {
     let text = read("docker/Dockerfile").replace("\\\n", " ");
     let from = Regex::new(r"(?i)^FROM\s+(\S+)\s+AS\s+(\S+)").unwrap();
     let copy_bin = Regex::new(r"COPY --from=builder /out/([a-z-]+)\s").unwrap();
-    let mut stages = BTreeMap::new();
+    let mut stages: BTreeMap<String, Stage> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines().map(str::trim) {
         if let Some(c) = from.captures(line) {
             let name = c[2].to_owned();
-            let base = stages
-                .get(&c[1])
-                .map(|parent: &Stage| parent.base.clone())
-                .unwrap_or_else(|| c[1].to_owned());
-            let mut stage = Stage {
-                base,
-                ..Stage::default()
+            // A stage built FROM another inherits its base image and user.
+            let stage = match stages.get(&c[1]) {
+                Some(parent) => Stage {
+                    base: parent.base.clone(),
+                    user: parent.user.clone(),
+                    ..Stage::default()
+                },
+                None => Stage {
+                    base: c[1].to_owned(),
+                    ..Stage::default()
+                },
             };
-            // A stage built FROM another inherits its user and settings.
-            if let Some(parent) = stages.get(&c[1]) {
-                let parent: &Stage = parent;
-                stage.user.clone_from(&parent.user);
-            }
             stages.insert(name.clone(), stage);
             current = Some(name);
             continue;
@@ -321,11 +320,10 @@ fn check_services(file: &str, doc: &Value, swarm: bool) -> BTreeMap<String, Stri
                 "{at}: {var}={value} is not a secret mounted in this service"
             );
         }
+        // The password comes from DATABASE_PASSWORD_FILE, not the URL.
         if let Some(url) = env(service).get("DATABASE_URL") {
-            assert!(
-                !url.contains(":@") && url.matches(':').count() == 2,
-                "{at}: {url}"
-            );
+            let url = url::Url::parse(url).unwrap();
+            assert_eq!(url.password(), None, "{at}: DATABASE_URL holds a password");
         }
 
         if is_job(service) {
