@@ -3,13 +3,14 @@
 //!
 //! - `dedup/local`: keys through the in-process filter (check and insert in
 //!   batches of 1,000 under one lock; contains one at a time), sized
-//!   as one default generation (1M items at p/2 = 0.0005: 1.9 MiB, k = 11),
-//!   and as one of 10M items (19 MiB), which no longer fits the caches.
+//!   as one default generation (1M items at p/2 = 0.0005: 2.1 MiB, k = 11),
+//!   and as one of 10M items (21 MiB), which no longer fits the caches.
 //!   Filled to at most its expected items, then replaced (outside the
 //!   timing), so every insert is of a new key at a realistic fill.
-//! - `dedup/redis`: batches of 1,000 keys through the Lua script on the
-//!   local Redis (one pipelined round trip per batch), the filter of the
-//!   same default size; per batch, so per key is the time / 1,000.
+//! - `dedup/redis`: batches of 1,000 keys on the local Redis (`GETRANGE`
+//!   of each key's block, `BITFIELD` to set its bits; one pipelined round
+//!   trip per batch), the filter of the same default size; per batch, so
+//!   per key is the time / 1,000.
 //! - `dedup/protocol`: the collector's loop on a batch of 1,000 new keys
 //!   (check, claim, mark_seen: Redis and two Postgres statements), and a
 //!   re-fetch of 1,000 seen keys (check: bloom hits confirmed in Postgres).
@@ -207,6 +208,22 @@ fn redis(c: &mut Criterion) {
                 next += n as u64;
                 let t = Instant::now();
                 let v = rt.block_on(bloom.check(generation, &batch));
+                spent += t.elapsed();
+                assert!(v.is_ok());
+            }
+            spent
+        });
+    });
+    // What the collector does after a commit: set new keys' bits.
+    group.bench_with_input(BenchmarkId::new("insert/new", BATCH), &BATCH, |b, &n| {
+        let mut next = 1u64 << 42;
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let batch = keys(next, n);
+                next += n as u64;
+                let t = Instant::now();
+                let v = rt.block_on(bloom.insert(generation, &batch));
                 spent += t.elapsed();
                 assert!(v.is_ok());
             }

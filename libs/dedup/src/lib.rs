@@ -9,12 +9,14 @@
 //!
 //! 1. **Local bloom filter** ([`LocalBloom`], `fastbloom`): this replica's own
 //!    memory of the keys it marked. A hit skips the Redis round trip.
-//! 2. **Shared bloom filter** ([`RedisBloom`]): a bit array per time window
-//!    in a Redis string, shared by every replica, read and written by one Lua
-//!    script per batch (one round trip). Keys are inserted into the current
-//!    generation and looked up in the current and the previous one; each
-//!    generation expires after two windows, so the filters never fill up and
-//!    the false-positive rate stays bounded however many records pass.
+//! 2. **Shared bloom filter** ([`RedisBloom`]): a blocked bit array per time
+//!    window in a Redis string, shared by every replica; a key's bits lie in
+//!    one 64-byte block, read with one `GETRANGE` and set with one
+//!    `BITFIELD`, a batch's commands in one pipeline (one round trip). Keys
+//!    are inserted into the current generation and looked up in the current
+//!    and the previous one; each generation expires after two windows, so
+//!    the filters never fill up and the false-positive rate stays bounded
+//!    however many records pass.
 //! 3. **Exact store**: the `dedup_keys` table in Postgres. A bloom *hit* is
 //!    only a "maybe": it is confirmed here before anything is called a
 //!    duplicate, so a false positive costs one look-up, never a record. A
@@ -114,7 +116,7 @@ pub use config::{
 };
 pub use key::DedupKey;
 pub use local::LocalBloom;
-pub use params::{BloomParams, Generation, MAX_BITS, MAX_HASHES, MIN_BITS};
+pub use params::{BLOCK_BITS, BloomParams, Generation, MAX_BITS, MAX_HASHES, MIN_BITS};
 pub use redis_bloom::RedisBloom;
 
 use store::ExactStore;

@@ -608,10 +608,10 @@ fn batches() -> impl Strategy<Value = Vec<Batch>> {
     prop::collection::vec(batch, 1..25)
 }
 
-/// With a filter far too small (64 bits for up to 900 keys: nearly every
-/// check is a bloom hit), the verdicts still match an exact model: every
-/// key never marked is `New` (no record lost) and every marked key is
-/// `Duplicate` (none published twice).
+/// With a filter far too small (one 512-bit block for up to 900 keys:
+/// nearly every check is a bloom hit), the verdicts still match an exact
+/// model: every key never marked is `New` (no record lost) and every marked
+/// key is `Duplicate` (none published twice).
 #[test]
 fn a_tiny_filter_loses_nothing_and_lets_no_duplicate_through() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -624,7 +624,10 @@ fn a_tiny_filter_loses_nothing_and_lets_no_duplicate_through() {
         fp_rate: 0.5,
         ..config()
     };
-    assert_eq!(tiny.generation_params().unwrap().bits, 64);
+    assert_eq!(
+        tiny.generation_params().unwrap().bits,
+        fantasy_dedup::MIN_BITS
+    );
     let mut runner = TestRunner::new(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES")
             .ok()
