@@ -340,6 +340,55 @@ async fn a_claim_in_a_transaction_holds_the_key_until_it_ends() {
     t.drop_database().await.unwrap();
 }
 
+/// A batch of new keys with one stored key among them: the fast path's
+/// plain INSERT fails on it, inside its savepoint; the transaction goes on
+/// and takes exactly the new keys, with the records stored after them.
+#[tokio::test]
+async fn a_claim_batch_holding_a_stored_key_takes_exactly_the_new_ones() {
+    let t = TestDb::new().await.unwrap();
+    let d = dedup(&t.db, config(), redis_config());
+    let old = keys("mixed-old", 3);
+    d.mark_seen(&old).await.unwrap();
+    let new = keys("mixed-new", 50);
+    let mut batch = new.clone();
+    batch.insert(10, old[1]);
+
+    let mut tx = t.db.pool().begin().await.unwrap();
+    let won = d.claim_in(&mut tx, &batch).await.unwrap();
+    let expected: Vec<bool> = batch.iter().map(|k| *k != old[1]).collect();
+    assert_eq!(won, expected);
+    // The failed statement left the transaction usable.
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM dedup_keys")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(stored, 53);
+    tx.commit().await.unwrap();
+
+    // All new keys are seen for good; an all-new batch takes the fast path.
+    let mut tx = t.db.pool().begin().await.unwrap();
+    assert!(d.claim_in(&mut tx, &new).await.unwrap().iter().all(|w| !w));
+    let fresh = keys("mixed-fresh", 20);
+    assert!(
+        d.claim_in(&mut tx, &fresh)
+            .await
+            .unwrap()
+            .iter()
+            .all(|w| *w)
+    );
+    tx.commit().await.unwrap();
+    let mut tx = t.db.pool().begin().await.unwrap();
+    assert!(
+        d.claim_in(&mut tx, &fresh)
+            .await
+            .unwrap()
+            .iter()
+            .all(|w| !w)
+    );
+    tx.rollback().await.unwrap();
+    t.drop_database().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_released_claim_is_new_again_but_a_marked_key_cannot_be_released() {
     let t = TestDb::new().await.unwrap();
