@@ -7,14 +7,20 @@
 //! - `POST /v1/models/{version}/promote`: make it active and announce it.
 //! - `POST /v1/rollback`: re-activate the version active before the current one.
 //! - `POST /v1/train`: train now (no cool-down; 409 while a training runs);
-//!   answers when the run ends, with its report.
+//!   answers when the run ends, with its report, or, when the run outlasts
+//!   nine tenths of `REQUEST_TIMEOUT`, with 202 (`{"status": "running"}`)
+//!   while it goes on: `GET /v1/runs` shows it when it ends. (Waiting
+//!   longer would end in the timeout layer's 503, which reads as a failure
+//!   although the run carries on.)
 //! - `GET /v1/runs`: the last training runs.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
 use chrono::{DateTime, Utc};
@@ -26,7 +32,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::control::{ControlState, Reason, Request};
-use crate::train::{RunError, RunReport, Trainer};
+use crate::train::{RunError, Trainer};
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -35,6 +41,8 @@ pub struct AppState {
     pub control: mpsc::Sender<Request>,
     pub state: Arc<ControlState>,
     pub auth_required: bool,
+    /// How long `POST /v1/train` waits for the run before answering 202.
+    pub answer_within: Duration,
 }
 
 /// A model version as the API shows it.
@@ -166,7 +174,7 @@ async fn rollback(
 async fn train(
     State(s): State<Arc<AppState>>,
     Extension(client): Extension<Client>,
-) -> Result<Json<RunReport>, ApiError> {
+) -> Result<Response, ApiError> {
     admin(&s, &client)?;
     let busy = || {
         ApiError::new(
@@ -186,8 +194,19 @@ async fn train(
             reply: Some(tx),
         })
         .map_err(|_| busy())?;
-    match rx.await {
-        Ok(Ok(report)) => Ok(Json(report)),
+    let Ok(outcome) = tokio::time::timeout(s.answer_within, rx).await else {
+        // The run goes on; dropping the receiver only drops its report.
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "status": "running",
+                "message": "the training goes on after this answer; GET /v1/runs shows it when it ends",
+            })),
+        )
+            .into_response());
+    };
+    match outcome {
+        Ok(Ok(report)) => Ok(Json(report).into_response()),
         Ok(Err(RunError::Busy)) => Err(busy()),
         Ok(Err(e @ RunError::NotEnoughData { .. })) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -140,6 +140,8 @@ pub async fn run(
         control: control_tx,
         state: control_state,
         auth_required: cfg.auth.required,
+        // Before the timeout layer's 503.
+        answer_within: cfg.http.request_timeout - cfg.http.request_timeout / 10,
     });
     let auth = Arc::new(Authenticator::new(&cfg.auth));
     let routes: Router = api::router(state, auth).merge(fantasy_telemetry::router(readiness));

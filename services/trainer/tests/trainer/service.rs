@@ -430,3 +430,54 @@ async fn enough_new_outcomes_fire_a_retrain_and_repeats_do_not_count() {
         .await;
     app.stop().await;
 }
+
+/// A run that outlasts nine tenths of `REQUEST_TIMEOUT` is answered 202
+/// while it goes on (not with the timeout's 503, which reads as a failure),
+/// and ends on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_longer_than_the_request_timeout_is_answered_202_and_goes_on() {
+    let infra = Infra::new().await;
+    infra.insert_history(15, 60).await;
+    let app = App::spawn(
+        &infra,
+        &[("TRAIN_BOOTSTRAP", "false"), ("REQUEST_TIMEOUT", "1s")],
+    )
+    .await;
+    // Hold the run at its first write: its row in training_runs waits for
+    // this lock (reads do not).
+    let pool = infra.db.db.pool();
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE training_runs IN SHARE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let (status, body) = app.call("POST", "/v1/train").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "running");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    // Still running: a second request is refused, and the runs read fine.
+    assert_eq!(app.call("POST", "/v1/train").await.0, 409);
+    assert_eq!(app.call("GET", "/v1/runs").await.0, 200);
+    lock.commit().await.unwrap();
+
+    let ended = infra
+        .wait_for("the run to end", WAIT, || async {
+            let status: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM training_runs WHERE trigger = 'api' ORDER BY id DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await
+            .unwrap();
+            status.filter(|s| s != "running")
+        })
+        .await;
+    // No model was active: the first candidate is promoted.
+    assert_eq!(ended, "promoted");
+    assert!(infra.active().await.is_some());
+    app.stop().await;
+}
