@@ -89,13 +89,26 @@ impl Db {
     }
 
     /// Applies the migrations not yet applied; returns how many there are in
-    /// all.
+    /// all (this binary's).
+    ///
+    /// Migrations a newer release applied that this binary does not know
+    /// are accepted, not an error: during a rolling update, or the rollback
+    /// of one, the previous release starts against the newer schema, which
+    /// it can use because every migration only adds or relaxes. (A changed
+    /// or failed migration that both know still stops the start.)
     pub async fn migrate(&self) -> anyhow::Result<usize> {
-        MIGRATOR
+        self.apply(sqlx::migrate!("../../migrations")).await
+    }
+
+    /// [`Db::migrate`] with the migrations of `migrator` (a test stands in
+    /// an older release's).
+    pub async fn apply(&self, mut migrator: sqlx::migrate::Migrator) -> anyhow::Result<usize> {
+        migrator.set_ignore_missing(true);
+        migrator
             .run(&self.pool)
             .await
             .context("applying database migrations")?;
-        Ok(MIGRATOR.iter().count())
+        Ok(migrator.iter().count())
     }
 
     /// `SELECT 1`, for readiness.

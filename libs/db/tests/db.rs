@@ -15,6 +15,48 @@ async fn count(db: &Db, table: &str) -> i64 {
         .unwrap()
 }
 
+/// The previous release, started against a schema the new one migrated (a
+/// rolling update, or its rollback): the migration it does not know is no
+/// reason to stop, where sqlx alone refuses to start.
+#[tokio::test]
+async fn an_older_release_starts_against_a_newer_schema() {
+    let t = TestDb::new().await.unwrap();
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let older =
+        std::env::temp_dir().join(format!("fantasy-older-migrations-{}", std::process::id()));
+    std::fs::create_dir_all(&older).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&here)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let newest = files.pop().unwrap();
+    for f in &files {
+        std::fs::copy(f, older.join(f.file_name().unwrap())).unwrap();
+    }
+    let old_release = || async { sqlx::migrate::Migrator::new(older.as_path()).await.unwrap() };
+
+    // On a connection of its own: sqlx returns this error still holding
+    // its migration lock, which closing the connection releases.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&t.url)
+        .await
+        .unwrap();
+    let strict = old_release().await.run_direct(&mut conn).await;
+    assert!(strict.is_err(), "sqlx alone accepts {newest:?} missing");
+    sqlx::Connection::close(conn).await.unwrap();
+    assert_eq!(
+        t.db.apply(old_release().await).await.unwrap(),
+        MIGRATOR.iter().count() - 1
+    );
+    // Nothing was undone or applied twice.
+    assert_eq!(
+        t.db.applied_migrations().await.unwrap() as usize,
+        MIGRATOR.iter().count()
+    );
+    std::fs::remove_dir_all(&older).unwrap();
+    t.drop_database().await.unwrap();
+}
+
 #[tokio::test]
 async fn migrations_apply_once_and_again_change_nothing() {
     let t = TestDb::new().await.unwrap();
