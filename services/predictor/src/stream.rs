@@ -12,6 +12,11 @@ use fantasy_messages::{Game, GameStatus, Prediction, SchemaVersion};
 /// Predicts each batch of game events, then stores and announces the
 /// predictions. The consumer commits the batch only after all three sinks
 /// took it: Postgres (upsert), Redis (latest per game), Kafka (`predictions`).
+///
+/// A batch that failed in some sink is retried by the consumer with the
+/// same records; the retry writes the predictions already made to the sinks
+/// that failed only, so a Postgres or Redis hiccup does not announce them on
+/// Kafka twice.
 #[derive(Debug)]
 pub struct GamesHandler {
     pub engine: Arc<Engine>,
@@ -19,6 +24,29 @@ pub struct GamesHandler {
     pub cache: Cache,
     pub producer: Producer,
     rows: Vec<f32>,
+    pending: Option<Pending>,
+}
+
+/// A batch of records: its first and last positions (partition, offset)
+/// and its length.
+type BatchId = ((i32, i64), (i32, i64), usize);
+
+/// A batch not all sinks took yet.
+#[derive(Debug)]
+struct Pending {
+    batch: BatchId,
+    predictions: Vec<Prediction>,
+    /// Which sinks took it: Postgres, Redis, Kafka.
+    done: [bool; 3],
+}
+
+fn batch_id(batch: &[Record<Game>]) -> Option<BatchId> {
+    let (first, last) = (batch.first()?, batch.last()?);
+    Some((
+        (first.partition, first.offset),
+        (last.partition, last.offset),
+        batch.len(),
+    ))
 }
 
 impl GamesHandler {
@@ -29,6 +57,7 @@ impl GamesHandler {
             cache,
             producer,
             rows: Vec::new(),
+            pending: None,
         }
     }
 }
@@ -39,6 +68,26 @@ fn skip(reason: &'static str) {
 
 impl Handler<Game> for GamesHandler {
     async fn handle(&mut self, batch: &[Record<Game>]) -> anyhow::Result<()> {
+        let id = batch_id(batch);
+        let pending = match self.pending.take() {
+            Some(p) if Some(p.batch) == id => p,
+            _ => match self.predict(batch).await? {
+                Some(predictions) => Pending {
+                    batch: id.unwrap_or_default(),
+                    predictions,
+                    done: [false; 3],
+                },
+                None => return Ok(()),
+            },
+        };
+        self.store(pending).await
+    }
+}
+
+impl GamesHandler {
+    /// The predictions of `batch`'s games that need one (none: nothing to
+    /// store).
+    async fn predict(&mut self, batch: &[Record<Game>]) -> anyhow::Result<Option<Vec<Prediction>>> {
         // No model yet: fail, so the batch is retried (and not committed)
         // until the first model arrives.
         let Some(batcher) = self.engine.current() else {
@@ -71,7 +120,7 @@ impl Handler<Game> for GamesHandler {
             games.push(g);
         }
         if games.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let rows = std::mem::take(&mut self.rows);
         let probs = batcher.predict(rows, games.len()).await?;
@@ -93,39 +142,62 @@ impl Handler<Game> for GamesHandler {
                 event_produced_at: Some(g.produced_at),
             })
             .collect();
+        Ok(Some(predictions))
+    }
+
+    /// Writes the predictions to the sinks that did not take them yet.
+    async fn store(&mut self, mut p: Pending) -> anyhow::Result<()> {
+        let predictions = &p.predictions;
         // Three sinks, all idempotent, written concurrently; any failure
-        // fails the batch, which is then retried whole.
+        // fails the batch, whose retry writes to the failed ones again.
         let timed = |sink: &'static str, started: std::time::Instant| {
             metrics::histogram!("predictor_stream_sink_seconds", "sink" => sink)
                 .record(started.elapsed().as_secs_f64());
         };
+        let done = p.done;
         let (db, cache, kafka) = tokio::join!(
             async {
+                if done[0] {
+                    return Ok(0);
+                }
                 let t = std::time::Instant::now();
-                let r = self.db.upsert_predictions(&predictions).await;
+                let r = self.db.upsert_predictions(predictions).await;
                 timed("postgres", t);
                 r
             },
             async {
+                if done[1] {
+                    return Ok(());
+                }
                 let t = std::time::Instant::now();
-                let r = self.cache.set_latest_predictions(&predictions).await;
+                let r = self.cache.set_latest_predictions(predictions).await;
                 timed("redis", t);
-                r
+                r.map_err(anyhow::Error::from)
             },
             async {
+                if done[2] {
+                    return Ok(());
+                }
                 let t = std::time::Instant::now();
-                let r = self.producer.publish_batch(&predictions).await;
+                let r = self.producer.publish_batch(predictions).await;
                 timed("kafka", t);
-                r
+                r.map_err(anyhow::Error::from)
             },
         );
-        db?;
-        cache?;
-        kafka?;
+        p.done = [
+            done[0] || db.is_ok(),
+            done[1] || cache.is_ok(),
+            done[2] || kafka.is_ok(),
+        ];
+        if let Err(e) = db.map(|_| ()).and(cache).and(kafka) {
+            self.pending = Some(p);
+            return Err(e);
+        }
         metrics::counter!("predictor_stream_predictions_total").increment(predictions.len() as u64);
         let event_age = metrics::histogram!("predictor_stream_event_age_seconds");
-        for g in &games {
-            let age = (now - g.produced_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        let now = Utc::now();
+        for produced in predictions.iter().filter_map(|p| p.event_produced_at) {
+            let age = (now - produced).num_microseconds().unwrap_or(0) as f64 / 1e6;
             event_age.record(age.max(0.0));
         }
         Ok(())

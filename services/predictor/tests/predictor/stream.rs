@@ -45,19 +45,31 @@ async fn predictions_in_db(infra: &Infra) -> i64 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn games_become_predictions_in_postgres_redis_and_kafka_and_redelivery_adds_no_rows() {
-    let infra = Infra::new().await;
+/// The predictor with the fixture model, and a reader of the predictions
+/// topic (as the fanout reads it).
+async fn start(
+    infra: &Infra,
+) -> (
+    App,
+    Collect,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<fantasy_kafka::RunSummary, fantasy_kafka::ConsumerError>>,
+) {
     let model = fixture("mlp_torch.onnx").display().to_string();
-    let app = App::spawn(&infra, &[("MODEL_PATH", &model)]).await;
-
-    // Read the predictions topic as the fanout would.
+    let app = App::spawn(infra, &[("MODEL_PATH", &model)]).await;
     let collected = Collect::default();
     let mut opts = ConsumerOptions::new("fanout-test", [infra.kafka.topics().predictions]);
     opts.session_timeout = Duration::from_secs(4);
     let reader = Consumer::<Prediction>::new(&infra.kafka, opts).unwrap();
     let stop = CancellationToken::new();
     let reader = tokio::spawn(reader.run(collected.clone(), stop.clone()));
+    (app, collected, stop, reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn games_become_predictions_in_postgres_redis_and_kafka_and_redelivery_adds_no_rows() {
+    let infra = Infra::new().await;
+    let (app, collected, stop, reader) = start(&infra).await;
 
     let producer = Producer::new(&infra.kafka).unwrap();
     let sent = games(200);
@@ -166,6 +178,7 @@ async fn games_become_predictions_in_postgres_redis_and_kafka_and_redelivery_add
 
     // Offsets were committed: a restarted predictor in the same group does
     // not redo the work.
+    let model = fixture("mlp_torch.onnx").display().to_string();
     let app = App::spawn(&infra, &[("MODEL_PATH", &model)]).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let text = app
@@ -191,4 +204,44 @@ async fn games_become_predictions_in_postgres_redis_and_kafka_and_redelivery_add
     );
     app.stop().await.unwrap();
     infra.db.drop_database().await.unwrap();
+}
+
+/// A sink that fails for a while (Postgres: its table renamed away) holds
+/// the batch, which is retried until Postgres takes it; Kafka, which took
+/// it the first time, announces each prediction once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_is_retried_without_announcing_twice() {
+    let infra = Infra::new().await;
+    let (app, collected, stop, reader) = start(&infra).await;
+
+    let pool = infra.db.db.pool();
+    sqlx::query("ALTER TABLE predictions RENAME TO predictions_away")
+        .execute(pool)
+        .await
+        .unwrap();
+    let producer = Producer::new(&infra.kafka).unwrap();
+    // 18 of 20 get a prediction (two are final).
+    producer.publish_batch(&games(20)).await.unwrap();
+    eventually(
+        "18 predictions on Kafka",
+        Duration::from_secs(60),
+        || async { collected.0.lock().unwrap().len() >= 18 },
+    )
+    .await;
+    // Several retries fail meanwhile (backoff from 100 ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::query("ALTER TABLE predictions_away RENAME TO predictions")
+        .execute(pool)
+        .await
+        .unwrap();
+    eventually("18 rows in Postgres", Duration::from_secs(30), || async {
+        predictions_in_db(&infra).await == 18
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(collected.0.lock().unwrap().len(), 18, "announced again");
+
+    stop.cancel();
+    reader.await.unwrap().unwrap();
+    app.stop().await.unwrap();
 }
