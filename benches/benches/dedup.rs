@@ -176,18 +176,9 @@ fn redis(c: &mut Criterion) {
         BenchmarkId::new("check_and_insert/new", BATCH),
         &BATCH,
         |b, &n| {
-            let mut next = 0u64;
-            b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    let batch = keys(next, n);
-                    next += n as u64;
-                    let t = Instant::now();
-                    let verdicts = rt.block_on(bloom.check_and_insert(generation, &batch));
-                    spent += t.elapsed();
-                    assert!(verdicts.is_ok_and(|v| v.len() == n));
-                }
-                spent
+            fresh_batches(b, 0, n, |batch| {
+                rt.block_on(bloom.check_and_insert(generation, batch))
+                    .is_ok_and(|v| v.len() == n)
             });
         },
     );
@@ -200,34 +191,14 @@ fn redis(c: &mut Criterion) {
         });
     });
     group.bench_with_input(BenchmarkId::new("check/absent", BATCH), &BATCH, |b, &n| {
-        let mut next = 1u64 << 41;
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                let batch = keys(next, n);
-                next += n as u64;
-                let t = Instant::now();
-                let v = rt.block_on(bloom.check(generation, &batch));
-                spent += t.elapsed();
-                assert!(v.is_ok());
-            }
-            spent
+        fresh_batches(b, 1 << 41, n, |batch| {
+            rt.block_on(bloom.check(generation, batch)).is_ok()
         });
     });
     // What the collector does after a commit: set new keys' bits.
     group.bench_with_input(BenchmarkId::new("insert/new", BATCH), &BATCH, |b, &n| {
-        let mut next = 1u64 << 42;
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                let batch = keys(next, n);
-                next += n as u64;
-                let t = Instant::now();
-                let v = rt.block_on(bloom.insert(generation, &batch));
-                spent += t.elapsed();
-                assert!(v.is_ok());
-            }
-            spent
+        fresh_batches(b, 1 << 42, n, |batch| {
+            rt.block_on(bloom.insert(generation, batch)).is_ok()
         });
     });
     group.finish();
@@ -238,6 +209,29 @@ fn redis(c: &mut Criterion) {
             .arg(bloom.generation_key(generation.index))
             .query_async(&mut conn),
     );
+}
+
+/// Times `run` on batches of `n` keys never seen before (numbered from
+/// `start`), made outside the timing; `run` says whether the batch worked.
+fn fresh_batches(
+    b: &mut criterion::Bencher<'_>,
+    start: u64,
+    n: usize,
+    mut run: impl FnMut(&[DedupKey]) -> bool,
+) {
+    let mut next = start;
+    b.iter_custom(|iters| {
+        let mut spent = Duration::ZERO;
+        for _ in 0..iters {
+            let batch = keys(next, n);
+            next += n as u64;
+            let t = Instant::now();
+            let ok = run(&batch);
+            spent += t.elapsed();
+            assert!(ok);
+        }
+        spent
+    });
 }
 
 fn protocol(c: &mut Criterion) {
@@ -271,34 +265,26 @@ fn protocol(c: &mut Criterion) {
         BenchmarkId::new("check_claim_mark/new", BATCH),
         &BATCH,
         |b, &n| {
-            let mut next = 0u64;
-            b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    let batch = keys(next, n);
-                    next += n as u64;
-                    let t = Instant::now();
-                    rt.block_on(async {
-                        let verdicts = dedup.check(&batch).await?;
-                        let new: Vec<DedupKey> = batch
-                            .iter()
-                            .zip(verdicts)
-                            .filter(|(_, v)| *v == Verdict::New)
-                            .map(|(k, _)| *k)
-                            .collect();
-                        let won = dedup.claim(&new).await?;
-                        let mine: Vec<DedupKey> = new
-                            .iter()
-                            .zip(won)
-                            .filter(|(_, w)| *w)
-                            .map(|(k, _)| *k)
-                            .collect();
-                        dedup.mark_seen(&mine).await
-                    })
-                    .unwrap_or_else(|e| panic!("protocol failed: {e:#}"));
-                    spent += t.elapsed();
-                }
-                spent
+            fresh_batches(b, 0, n, |batch| {
+                rt.block_on(async {
+                    let verdicts = dedup.check(batch).await?;
+                    let new: Vec<DedupKey> = batch
+                        .iter()
+                        .zip(verdicts)
+                        .filter(|(_, v)| *v == Verdict::New)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    let won = dedup.claim(&new).await?;
+                    let mine: Vec<DedupKey> = new
+                        .iter()
+                        .zip(won)
+                        .filter(|(_, w)| *w)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    dedup.mark_seen(&mine).await
+                })
+                .unwrap_or_else(|e| panic!("protocol failed: {e:#}"));
+                true
             });
         },
     );

@@ -140,7 +140,7 @@ impl BloomParams {
     /// The block of `key` (from the low half of its digest) and the k
     /// distinct bit offsets within the block (from the high half):
     /// `(h1 + i·h2) mod 512` with `h2` odd, so no two coincide.
-    pub fn slot(&self, key: &DedupKey) -> (u64, impl Iterator<Item = u64> + use<>) {
+    pub fn slot(&self, key: &DedupKey) -> (u64, impl Iterator<Item = u64> + Clone + use<>) {
         let (lo, hi) = key.halves();
         let h1 = hi % BLOCK_BITS;
         let h2 = ((hi >> 9) % BLOCK_BITS) | 1;

@@ -74,7 +74,7 @@ impl RedisBloom {
     }
 
     /// The byte range of `key`'s block and its bit offsets in the block.
-    fn range(&self, key: &DedupKey) -> (u64, u64, impl Iterator<Item = u64> + use<>) {
+    fn range(&self, key: &DedupKey) -> (u64, u64, impl Iterator<Item = u64> + Clone + use<>) {
         let (block, offsets) = self.params.slot(key);
         let start = block * BLOCK_BYTES;
         (start, start + BLOCK_BYTES - 1, offsets)
@@ -104,9 +104,8 @@ impl RedisBloom {
             .zip(blocks.chunks_exact(2))
             .map(|(key, pair)| {
                 let (_, _, offsets) = self.range(key);
-                let offsets: Vec<u64> = offsets.collect();
                 BloomVerdict::from_maybe_present(
-                    all_set(&pair[0], &offsets) || all_set(&pair[1], &offsets),
+                    all_set(&pair[0], offsets.clone()) || all_set(&pair[1], offsets),
                 )
             })
             .collect())
@@ -173,7 +172,7 @@ impl RedisBloom {
                 let in_previous = match &pair[1] {
                     Value::BulkString(block) => {
                         let (_, _, offsets) = self.range(key);
-                        all_set(block, &offsets.collect::<Vec<_>>())
+                        all_set(block, offsets)
                     }
                     other => return Err(unexpected("GETRANGE", other)),
                 };
@@ -196,8 +195,8 @@ impl RedisBloom {
 /// Whether every bit at `offsets` (within the block, Redis' bit order: bit 0
 /// is the high bit of the first byte) is set in `block`, which may be short
 /// or empty where the string ends (those bits are 0).
-fn all_set(block: &[u8], offsets: &[u64]) -> bool {
-    offsets.iter().all(|&o| {
+fn all_set(block: &[u8], mut offsets: impl Iterator<Item = u64>) -> bool {
+    offsets.all(|o| {
         block
             .get((o / 8) as usize)
             .is_some_and(|byte| byte & (0x80 >> (o % 8)) != 0)
@@ -231,11 +230,11 @@ mod tests {
     fn bits_are_read_in_redis_order() {
         // Bit 0 is the high bit of byte 0; bit 9 the second of byte 1.
         let block = [0x80, 0x40];
-        assert!(all_set(&block, &[0, 9]));
-        assert!(!all_set(&block, &[1]));
+        assert!(all_set(&block, [0, 9].into_iter()));
+        assert!(!all_set(&block, [1].into_iter()));
         // Past the end of a short string: unset.
-        assert!(!all_set(&block, &[16]));
-        assert!(!all_set(&[], &[0]));
-        assert!(all_set(&[], &[]));
+        assert!(!all_set(&block, [16].into_iter()));
+        assert!(!all_set(&[], [0].into_iter()));
+        assert!(all_set(&[], std::iter::empty()));
     }
 }
