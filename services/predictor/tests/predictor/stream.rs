@@ -209,6 +209,13 @@ async fn games_become_predictions_in_postgres_redis_and_kafka_and_redelivery_add
 /// A sink that fails for a while (Postgres: its table renamed away) holds
 /// the batch, which is retried until Postgres takes it; Kafka, which took
 /// it the first time, announces each prediction once.
+///
+/// The consumer holds the stream on the failing batch: games that arrive
+/// meanwhile wait behind it. The games come in two sends so that they are
+/// surely two batches (one send may also be split across batches when the
+/// three brokers' fetches arrive apart, as they do on a loaded machine: the
+/// test once waited for all 20 to be announced while the first batch held
+/// the rest back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sink_is_retried_without_announcing_twice() {
     let infra = Infra::new().await;
@@ -220,16 +227,30 @@ async fn a_failing_sink_is_retried_without_announcing_twice() {
         .await
         .unwrap();
     let producer = Producer::new(&infra.kafka).unwrap();
-    // 18 of 20 get a prediction (two are final).
-    producer.publish_batch(&games(20)).await.unwrap();
+    // 18 of 20 get a prediction (two are final), 9 of each half.
+    let sent = games(20);
+    let announced = || collected.0.lock().unwrap().len();
+    producer.publish_batch(&sent[..10]).await.unwrap();
     eventually(
-        "18 predictions on Kafka",
+        "the first batch's predictions on Kafka",
         Duration::from_secs(60),
-        || async { collected.0.lock().unwrap().len() >= 18 },
+        || async { announced() > 0 },
     )
     .await;
-    // Several retries fail meanwhile (backoff from 100 ms).
+    producer.publish_batch(&sent[10..]).await.unwrap();
+    // Several retries of the first batch fail meanwhile (backoff from
+    // 100 ms), and the second waits behind it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let held = announced();
+    assert!(
+        (1..=9).contains(&held),
+        "{held} announced while the first batch was held"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM predictions_away")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "nothing can be stored while the table is away");
     sqlx::query("ALTER TABLE predictions_away RENAME TO predictions")
         .execute(pool)
         .await
@@ -238,8 +259,17 @@ async fn a_failing_sink_is_retried_without_announcing_twice() {
         predictions_in_db(&infra).await == 18
     })
     .await;
+    eventually(
+        "18 predictions on Kafka",
+        Duration::from_secs(30),
+        || async { announced() >= 18 },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(collected.0.lock().unwrap().len(), 18, "announced again");
+    let announced = collected.0.lock().unwrap();
+    let games: HashSet<&str> = announced.iter().map(|r| r.value.game_id.as_str()).collect();
+    assert_eq!((announced.len(), games.len()), (18, 18), "announced again");
+    drop(announced);
 
     stop.cancel();
     reader.await.unwrap().unwrap();
