@@ -17,8 +17,9 @@
 //!    features it was first published with once under way), each new final
 //!    result moving the ratings; the teams are written back; the `Game`s and
 //!    `Outcome`s are published to Kafka (idempotent producer, acks=all) and
-//!    upserted. Then the transaction commits: a version is seen exactly when
-//!    its records are stored, with one write of its key.
+//!    upserted, the two at once. Then, if both succeeded, the transaction
+//!    commits: a version is seen exactly when its records are stored and
+//!    published, with one write of its key.
 //! 4. [`Dedup::remember`]: the bloom bits, so a re-fetch is cheap.
 //!
 //! Any failure in 3 rolls the transaction back, claims included, so the
@@ -288,16 +289,27 @@ impl Pipeline {
         }
         store_teams(&mut tx, &ratings, &touched).await?;
 
-        self.producer
-            .publish_batch(&game_msgs)
-            .await
-            .context("publishing games")?;
-        self.producer
-            .publish_batch(&outcome_msgs)
-            .await
-            .context("publishing outcomes")?;
-        upsert_games_on(&mut tx, &game_msgs).await?;
-        upsert_outcomes_on(&mut tx, &outcome_msgs).await?;
+        // Kafka and Postgres take the batch at once (the team rows stay
+        // locked until the commit, so this is time other replicas and
+        // sources wait). Each side runs to its end even when the other
+        // failed: no statement is cut off mid-flight, and the commit
+        // happens only when both succeeded.
+        let (published, stored) = tokio::join!(
+            async {
+                let (games, outcomes) = tokio::join!(
+                    self.producer.publish_batch(&game_msgs),
+                    self.producer.publish_batch(&outcome_msgs),
+                );
+                games.context("publishing games")?;
+                outcomes.context("publishing outcomes")
+            },
+            async {
+                upsert_games_on(&mut tx, &game_msgs).await?;
+                upsert_outcomes_on(&mut tx, &outcome_msgs).await
+            },
+        );
+        published?;
+        stored?;
         tx.commit().await.context("committing the batch")?;
 
         metrics::counter!("collector_published_total", "source" => source.to_owned(), "kind" => "game")

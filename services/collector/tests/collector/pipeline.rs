@@ -208,3 +208,74 @@ async fn published_features_match_an_offline_replay_of_the_season() {
     }
     infra.db.drop_database().await.unwrap();
 }
+
+/// Kafka and Postgres take a batch at once; when Postgres fails (here the
+/// outcomes upsert: its table renamed away) after Kafka took the batch, the
+/// transaction rolls back whole: no key claimed, no game stored, no result
+/// absorbed by the ratings. The same batch processed again goes out in full
+/// (Kafka may carry a version twice, which its consumers absorb; it never
+/// misses one), and once more is all duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_fails_in_postgres_after_kafka_took_it_is_kept_whole_for_the_retry() {
+    let infra = Infra::new().await;
+    let p = pipeline(
+        &infra,
+        DedupConfig::default(),
+        &format!("test:{}:", uuid::Uuid::new_v4().simple()),
+    );
+    let pool = infra.db.db.pool();
+    let count = |table: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    // Ten games under way, five of them final.
+    let batch: Vec<SourceGame> = (0..10)
+        .map(|e| SourceGame {
+            status: if e % 2 == 0 {
+                GameStatus::Final
+            } else {
+                GameStatus::InProgress
+            },
+            ..version(e, 90 + e)
+        })
+        .collect();
+
+    sqlx::query("ALTER TABLE outcomes RENAME TO outcomes_away")
+        .execute(pool)
+        .await
+        .unwrap();
+    let err = p.process("fail", &batch).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("outcomes"),
+        "the error names the failed write: {err:#}"
+    );
+    let on_kafka = infra.games().await;
+    assert_eq!(on_kafka.len(), 10, "Kafka took the batch meanwhile");
+    for table in ["dedup_keys", "games", "ratings_applied", "team_ratings"] {
+        assert_eq!(count(table).await, 0, "{table} rolled back");
+    }
+    sqlx::query("ALTER TABLE outcomes_away RENAME TO outcomes")
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let report = p.process("fail", &batch).await.unwrap();
+    assert_eq!(
+        (report.games, report.outcomes, report.ratings_applied),
+        (10, 5, 5)
+    );
+    assert_eq!(
+        (count("games").await, count("outcomes").await),
+        (10, 5),
+        "every record stored"
+    );
+    assert_eq!(count("dedup_keys").await, 10);
+    let on_kafka = infra.games().await;
+    let ids: HashSet<&str> = on_kafka.iter().map(|g| g.game_id.as_str()).collect();
+    assert_eq!((on_kafka.len(), ids.len()), (20, 10), "each version twice");
+    let report = p.process("fail", &batch).await.unwrap();
+    assert_eq!((report.games, report.duplicates), (0, 10));
+    infra.db.drop_database().await.unwrap();
+}
