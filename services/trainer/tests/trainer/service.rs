@@ -144,7 +144,14 @@ async fn the_first_model_is_bootstrapped_announced_and_loadable_and_a_tampered_o
     assert_eq!(body["status"], "active");
     assert_eq!(body["feature_set"], FEATURE_SET);
     assert!(body["metrics"]["n_holdout"].as_u64().unwrap() > 0);
-    let (_, runs) = app.call("GET", "/v1/runs").await;
+    // The run is active in the registry before it is announced and its
+    // row finished: wait for the row.
+    let runs = infra
+        .wait_for("the bootstrap run to finish", WAIT, || async {
+            let (_, runs) = app.call("GET", "/v1/runs").await;
+            (runs["runs"][0]["status"] != "running").then_some(runs)
+        })
+        .await;
     let run = &runs["runs"][0];
     assert_eq!(run["trigger"], "bootstrap");
     assert_eq!(run["status"], "promoted");
