@@ -1,9 +1,11 @@
 //! The all-in-one `fantasy` command.
 //!
 //! `fantasy up` runs the whole stack in one process (see [`up`]); `fantasy
-//! broker` runs the embedded Kafka-protocol broker on its own, `fantasy
-//! migrate` applies the database schema, and `fantasy check` tells whether
-//! Postgres, Redis and Kafka answer.
+//! run <service>` runs one service through the code of its own binary;
+//! `fantasy train` trains once ([`trainer::train_once`]); `fantasy broker`
+//! runs the embedded Kafka-protocol broker on its own, `fantasy migrate`
+//! applies the database schema, and `fantasy check` tells whether Postgres,
+//! Redis and Kafka answer.
 //!
 //! The binary (`main.rs`) only parses arguments and calls into this library,
 //! so tests run the same code.

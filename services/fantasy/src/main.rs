@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use fantasy::{Config, broker, check, migrate, up};
 use fantasy_config::{Env, parse_duration};
 
@@ -52,6 +52,17 @@ enum Command {
         #[arg(long)]
         bootstrap_file: Option<PathBuf>,
     },
+    /// Run one service, as its own binary would (configuration from the
+    /// environment, until SIGTERM or Ctrl-C).
+    Run {
+        /// The service.
+        #[arg(value_enum)]
+        service: Service,
+    },
+    /// Train once now (the trainer's `POST /v1/train` without the service):
+    /// the gate against the active model, the registry, the announcement on
+    /// `models` when promoted; prints the run's report as JSON.
+    Train,
     /// Apply the database migrations (creating the database if needed).
     Migrate,
     /// Check that Postgres, Redis and Kafka answer.
@@ -62,9 +73,30 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Service {
+    Predictor,
+    Fanout,
+    Collector,
+    Trainer,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run { service } = cli.command {
+        // The very code of the service's own binary.
+        return match service {
+            Service::Predictor => fantasy_http::service_main("predictor", predictor::run),
+            Service::Fanout => fantasy_http::service_main("fanout", fanout::run),
+            Service::Collector => fantasy_http::service_main("collector", collector::run),
+            Service::Trainer => fantasy_http::service_main("trainer", trainer::run),
+        };
+    }
     let mut env = Env::from_process();
+    if matches!(cli.command, Command::Train) && env.get("AUTH_REQUIRED").is_none() {
+        // It serves nothing, so there is nothing to authenticate.
+        env = env.with("AUTH_REQUIRED", "false");
+    }
     if env.get("RUST_LOG").is_none() && matches!(cli.command, Command::Up { .. }) {
         // The progress lines say what happens; the services' logs show
         // problems. Not the 503s of /ready while the first model trains
@@ -141,6 +173,13 @@ fn main() -> ExitCode {
                 .await?;
                 Ok(true)
             }
+            Command::Train => {
+                let cfg = trainer::Config::from_env(&env)?;
+                let report = trainer::train_once(&cfg).await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(true)
+            }
+            Command::Run { .. } => unreachable!("dispatched before the runtime"),
             Command::Migrate => migrate::run(&cfg.db).await.map(|_| true),
             Command::Check { timeout } => {
                 let reports = check::run(&cfg, timeout).await;

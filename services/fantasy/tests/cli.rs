@@ -221,3 +221,176 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         .await
         .unwrap();
 }
+
+/// `fantasy train` on a database holding `games_per_team` games of a
+/// simulated season per team (20 teams), against `broker`.
+fn train(url: &str, broker: &BrokerProcess, store: &Path) -> std::process::Output {
+    let store = url::Url::from_directory_path(store).unwrap();
+    fantasy(
+        &["train"],
+        &[
+            ("DATABASE_URL", url),
+            ("KAFKA_BROKERS", broker.bootstrap.as_str()),
+            ("KAFKA_TOPIC_PREFIX", ""),
+            ("MODEL_STORE_URL", store.as_str()),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_once_promotes_the_first_model_rejects_a_same_one_and_fails_on_no_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let t = fantasy_db::testing::TestDb::new().await.unwrap();
+
+    // Too little history: a clear error, exit 1, nothing registered.
+    let out = train(&t.url, &broker, dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TRAIN_MIN_GAMES"), "{err}");
+
+    let season = fantasy_sim::Season::simulate(&fantasy_sim::SimConfig {
+        seed: 5,
+        teams: 20,
+        games_per_team: 60,
+        ..fantasy_sim::SimConfig::default()
+    });
+    let (games, outcomes) =
+        trainer::sim::season_messages(&season, fantasy_features::EloParams::default());
+    t.db.upsert_games(&games).await.unwrap();
+    t.db.upsert_outcomes(&outcomes).await.unwrap();
+
+    let out = train(&t.url, &broker, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["reason"], "cli");
+    assert_eq!(report["decision"], "promoted");
+    let version = report["version"].as_str().unwrap().to_owned();
+    let active: Option<String> = sqlx::query_scalar(
+        "SELECT version FROM models WHERE model_name = 'win-prob' AND status = 'active'",
+    )
+    .fetch_optional(t.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(active.as_deref(), Some(version.as_str()));
+    let uri = report["artifact_uri"].as_str().unwrap();
+    assert!(
+        url::Url::parse(uri)
+            .unwrap()
+            .to_file_path()
+            .unwrap()
+            .exists()
+    );
+    // Announced on `models`, where the predictors pick it up.
+    let kafka = KafkaConfig::new(&broker.bootstrap, "cli-test");
+    let reader = fantasy_kafka::TailReader::open(
+        &kafka,
+        &kafka.topics().models,
+        fantasy_kafka::TailStart::LastPerPartition(100),
+    )
+    .await
+    .unwrap();
+    let mut announced = Vec::new();
+    while let Some(r) = reader.recv_timeout(Duration::from_secs(3)).await {
+        let v: serde_json::Value = serde_json::from_slice(&r.unwrap().payload.unwrap()).unwrap();
+        announced.push(v);
+    }
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert_eq!(announced[0]["version"], version.as_str());
+    assert_eq!(announced[0]["status"], "active");
+
+    // The same history again: the candidate is not better by the margin,
+    // so it is recorded as rejected and the first version stays active.
+    let out = train(&t.url, &broker, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["decision"], "rejected", "{report}");
+    assert_eq!(report["active"]["version"], version.as_str());
+    let runs: Vec<(String, String)> =
+        sqlx::query_as("SELECT trigger, status FROM training_runs ORDER BY id")
+            .fetch_all(t.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        runs,
+        [
+            ("cli".into(), "promoted".into()),
+            ("cli".into(), "rejected".into())
+        ]
+    );
+    t.drop_database().await.unwrap();
+}
+
+#[test]
+fn run_starts_a_service_as_its_binary_does() {
+    // The service's own configuration is read: the collector refuses to
+    // start without sources, naming the variable.
+    let out = fantasy(&["run", "collector"], &[("COLLECTOR_SOURCES", "")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("collector: ") && err.contains("COLLECTOR_SOURCES"),
+        "{err}"
+    );
+
+    // A fanout serves, and SIGTERM stops it cleanly.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args(["run", "fanout"])
+        .env("KAFKA_BROKERS", &broker.bootstrap)
+        .env("KAFKA_TOPIC_PREFIX", "")
+        .env("AUTH_REQUIRED", "false")
+        .env("HTTP_ADDR", &addr)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            use std::io::{Read as _, Write as _};
+            s.write_all(b"GET /health HTTP/1.0\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fantasy run fanout did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(health.starts_with("HTTP/1.0 200"), "{health}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fantasy run fanout ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exited with {status}");
+}

@@ -31,6 +31,8 @@ pub enum Reason {
     Outcomes,
     /// `POST /v1/train`.
     Api,
+    /// `fantasy train`.
+    Cli,
 }
 
 impl Reason {
@@ -41,6 +43,7 @@ impl Reason {
             Reason::Brier => "brier",
             Reason::Outcomes => "outcomes",
             Reason::Api => "api",
+            Reason::Cli => "cli",
         }
     }
 }

@@ -44,6 +44,41 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
+/// What the service and [`train_once`] train with: ONNX Runtime, Postgres
+/// (migrated), the model store, the stack's topics and a producer.
+async fn connect(cfg: &Config) -> anyhow::Result<train::Trainer> {
+    let runtime = Runtime::get(cfg.ort_library.as_deref())?;
+    let db = Db::connect(&cfg.db).await?;
+    db.migrate().await?;
+    let store = ModelStore::open(&cfg.store_url)?;
+    ensure_stack_topics(&cfg.kafka).await?;
+    let producer = Producer::new(&cfg.kafka).context("creating the Kafka producer")?;
+    Ok(train::Trainer {
+        registry: Registry::new(db.clone()),
+        db,
+        store,
+        producer,
+        runtime,
+        model_name: cfg.model_name.clone(),
+        cfg: cfg.train.clone(),
+    })
+}
+
+/// One training now, without the service (`fantasy train`): the same run
+/// as `POST /v1/train` (history, fit, export check, the gate against the
+/// active model, the registry, and the announcement on `models` when
+/// promoted), under the same advisory lock, so it is safe beside running
+/// trainers.
+pub async fn train_once(cfg: &Config) -> Result<train::RunReport, train::RunError> {
+    let trainer = connect(cfg).await?;
+    let result = trainer.run(control::Reason::Cli, "fantasy train").await;
+    if let Err(e) = trainer.producer.flush(Duration::from_secs(5)) {
+        tracing::warn!("flushing the Kafka producer: {e}");
+    }
+    trainer.db.close().await;
+    result
+}
+
 /// Runs the trainer until `shutdown` (or until one of its parts fails).
 ///
 /// Shutdown: stop the consumers (they commit what was handled), let a
@@ -55,23 +90,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let _ = fantasy_telemetry::metrics_handle();
-    let runtime = Runtime::get(cfg.ort_library.as_deref())?;
-    let db = Db::connect(&cfg.db).await?;
-    db.migrate().await?;
-    let store = ModelStore::open(&cfg.store_url)?;
-    ensure_stack_topics(&cfg.kafka).await?;
-    let producer = Producer::new(&cfg.kafka).context("creating the Kafka producer")?;
+    let trainer = Arc::new(connect(&cfg).await?);
+    let (db, producer) = (trainer.db.clone(), trainer.producer.clone());
     let topics = cfg.kafka.topics();
 
-    let trainer = Arc::new(train::Trainer {
-        db: db.clone(),
-        registry: Registry::new(db.clone()),
-        store,
-        producer: producer.clone(),
-        runtime,
-        model_name: cfg.model_name.clone(),
-        cfg: cfg.train.clone(),
-    });
     let (control_tx, control_rx) = mpsc::channel(8);
     let new_outcomes = Arc::new(AtomicU64::new(0));
     let control_state = Arc::new(control::ControlState::default());

@@ -2,18 +2,17 @@
 
 use std::time::Duration;
 
-use chrono::Duration as ChronoDuration;
 use fantasy_config::Env;
 use fantasy_db::testing::TestDb;
-use fantasy_features::{EloParams, FEATURE_SET};
+use fantasy_features::EloParams;
 use fantasy_http::auth::{AuthConfig, Authenticator, Claims};
 use fantasy_kafka::{EmbeddedBroker, KafkaConfig, Producer, TailReader, TailStart};
-use fantasy_messages::{Game, GameStatus, Message, Outcome, SchemaVersion, Topic};
+use fantasy_messages::{Game, Message, Outcome, Topic};
 use fantasy_sim::{Season, SimConfig};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use trainer::sim::replay;
+use trainer::sim::season_messages;
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -81,36 +80,7 @@ impl Infra {
             games_per_team,
             ..SimConfig::default()
         });
-        let h = replay(&season, EloParams::default());
-        let c = &season.config;
-        let mut games = Vec::new();
-        let mut outcomes = Vec::new();
-        for (i, g) in season.games.iter().enumerate() {
-            games.push(Game {
-                schema_version: SchemaVersion,
-                game_id: g.game_id.clone(),
-                sport: c.sport.clone(),
-                league: c.league.clone(),
-                season: c.season.clone(),
-                home_team: g.home_team.clone(),
-                away_team: g.away_team.clone(),
-                scheduled_at: g.scheduled_at,
-                status: GameStatus::Final,
-                features: h.x[i * 8..(i + 1) * 8].to_vec(),
-                feature_set: FEATURE_SET.into(),
-                source: "sim:test".into(),
-                source_updated_at: g.scheduled_at,
-                produced_at: g.scheduled_at,
-            });
-            outcomes.push(Outcome {
-                schema_version: SchemaVersion,
-                game_id: g.game_id.clone(),
-                home_score: g.home_score,
-                away_score: g.away_score,
-                home_win: g.home_win(),
-                final_at: g.scheduled_at + ChronoDuration::hours(3),
-            });
-        }
+        let (games, outcomes) = season_messages(&season, EloParams::default());
         for chunk in games.chunks(2000) {
             self.db.db.upsert_games(chunk).await.unwrap();
         }
