@@ -222,8 +222,8 @@ async fn migrate_creates_the_database_and_is_idempotent() {
         .unwrap();
 }
 
-/// `fantasy train` on a database holding `games_per_team` games of a
-/// simulated season per team (20 teams), against `broker`.
+/// `fantasy train` on the database at `url`, announcing on `broker`,
+/// artifacts in `store`.
 fn train(url: &str, broker: &BrokerProcess, store: &Path) -> std::process::Output {
     let store = url::Url::from_directory_path(store).unwrap();
     fantasy(
@@ -235,6 +235,17 @@ fn train(url: &str, broker: &BrokerProcess, store: &Path) -> std::process::Outpu
             ("MODEL_STORE_URL", store.as_str()),
         ],
     )
+}
+
+/// [`train`] that must succeed: its report.
+fn trained(url: &str, broker: &BrokerProcess, store: &Path) -> serde_json::Value {
+    let out = train(url, broker, store);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,13 +271,7 @@ async fn train_once_promotes_the_first_model_rejects_a_same_one_and_fails_on_no_
     t.db.upsert_games(&games).await.unwrap();
     t.db.upsert_outcomes(&outcomes).await.unwrap();
 
-    let out = train(&t.url, &broker, dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = trained(&t.url, &broker, dir.path());
     assert_eq!(report["reason"], "cli");
     assert_eq!(report["decision"], "promoted");
     let version = report["version"].as_str().unwrap().to_owned();
@@ -305,13 +310,7 @@ async fn train_once_promotes_the_first_model_rejects_a_same_one_and_fails_on_no_
 
     // The same history again: the candidate is not better by the margin,
     // so it is recorded as rejected and the first version stays active.
-    let out = train(&t.url, &broker, dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = trained(&t.url, &broker, dir.path());
     assert_eq!(report["decision"], "rejected", "{report}");
     assert_eq!(report["active"]["version"], version.as_str());
     let runs: Vec<(String, String)> =
