@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use fantasy::{Config, broker, check, migrate, up};
 use fantasy_config::{Env, parse_duration};
@@ -116,6 +117,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Checked with the rest, before anything starts: a bad variable is
+    // named and exits 2, as for every other command.
+    let train_cfg = match cli.command {
+        Command::Train => match trainer::Config::from_env(&env) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("fantasy: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let _telemetry = match fantasy_telemetry::init(&cfg.telemetry) {
         Ok(guard) => guard,
         Err(e) => {
@@ -174,7 +187,7 @@ fn main() -> ExitCode {
                 Ok(true)
             }
             Command::Train => {
-                let cfg = trainer::Config::from_env(&env)?;
+                let cfg = train_cfg.context("the trainer's configuration was not read")?;
                 let report = trainer::train_once(&cfg).await?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 Ok(true)

@@ -254,6 +254,15 @@ async fn train_once_promotes_the_first_model_rejects_a_same_one_and_fails_on_no_
     let broker = BrokerProcess::start(dir.path());
     let t = fantasy_db::testing::TestDb::new().await.unwrap();
 
+    // A bad trainer variable: named, exit 2, before anything runs.
+    let out = fantasy(
+        &["train"],
+        &[("DATABASE_URL", &t.url), ("TRAIN_MIN_GAMES", "lots")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TRAIN_MIN_GAMES"), "{err}");
+
     // Too little history: a clear error, exit 1, nothing registered.
     let out = train(&t.url, &broker, dir.path());
     assert_eq!(out.status.code(), Some(1));
