@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Prepares this machine for building, running and testing the stack, and is
-# safe to run again: it installs only what is missing.
+# safe to run again: it installs only what is missing. Everything comes from
+# Debian's packages, crates.io and PyPI (no other registry is needed):
 #
 #   - build tools for librdkafka (built from source by rdkafka-sys)
 #   - cargo-nextest (the test runner)
-#   - Postgres and Redis running on 127.0.0.1 (started if installed but stopped)
-#
+#   - Postgres and Redis servers (Debian's), started on 127.0.0.1
 #   - ONNX Runtime (from the PyPI wheel) in .tools/onnxruntime
 #   - the `onnx` package (its model checker) in .tools/python
-#   - Chromium (Debian) and playwright-core (npm) for the dashboard test
+#   - Chromium and chromedriver (Debian's) for the dashboard test (WebDriver)
+#   - moto's S3 server (PyPI) in .tools/moto for the s3:// model store tests
 #   - the deployment file checkers (docker client, docker-compose, promtool,
 #     amtool, shellcheck, hadolint) for scripts/check-deploy.sh
 #
@@ -36,8 +37,12 @@ apt_install() {
 }
 
 # librdkafka's configure/make build, and the clients the scripts use.
+# The Postgres and Redis servers the tests and `fantasy up` use (a machine
+# that already runs its own keeps them: see the sections at the end).
 if command -v apt-get >/dev/null; then
   apt_install build-essential pkg-config zlib1g-dev postgresql-client redis-tools
+  pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || apt_install postgresql
+  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || apt_install redis-server
 fi
 
 if ! command -v cargo >/dev/null; then
@@ -80,28 +85,25 @@ if [ ! -d ".tools/python/onnx-$ONNX_VERSION.dist-info" ]; then
 fi
 
 # --- A headless browser --------------------------------------------------------
-# The fanout's dashboard test drives Debian's Chromium with playwright-core
-# (no browser download: it uses /usr/bin/chromium), kept in .tools/browser.
-PLAYWRIGHT_VERSION=1.65.1
+# The fanout's dashboard test drives Debian's Chromium through Debian's
+# chromedriver (the W3C WebDriver protocol; no Node.js, no npm).
 if command -v apt-get >/dev/null; then
-  apt_install chromium
-fi
-if [ ! -f ".tools/browser/node_modules/playwright-core/package.json" ] ||
-   ! grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" .tools/browser/node_modules/playwright-core/package.json; then
-  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
-    log "Node.js 20 or newer is missing (Debian 12's own nodejs is 18): install it from nodejs.org or NodeSource and run this again"
-    exit 1
-  fi
-  log "installing playwright-core $PLAYWRIGHT_VERSION into .tools/browser"
-  mkdir -p .tools/browser
-  npm install --prefix .tools/browser --no-audit --no-fund --silent --save-exact \
-    "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null
+  apt_install chromium chromium-driver
 fi
 
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if [ "$node_major" -lt 20 ]; then
-  log "Node.js $(node --version 2>/dev/null || echo '(none)') is too old for playwright-core $PLAYWRIGHT_VERSION: install Node.js 20 or newer and run this again"
-  exit 1
+# --- An S3-compatible server ----------------------------------------------------------
+# The model store's s3:// tests run against moto's S3 server (PyPI), kept in
+# .tools/moto and started by the tests themselves on a free port.
+MOTO_VERSION=5.2.5
+if [ ! -d ".tools/moto/moto-$MOTO_VERSION.dist-info" ]; then
+  log "installing moto[server] $MOTO_VERSION into .tools/moto"
+  rm -rf .tools/moto
+  python3 -m pip install --quiet --disable-pip-version-check --target .tools/moto \
+    "moto[server]==$MOTO_VERSION" 2>&1 | grep -v "^WARNING: Running pip as\|dependency conflicts\|requires .* but you have" >&2 || true
+  if [ ! -d ".tools/moto/moto-$MOTO_VERSION.dist-info" ]; then
+    log "could not install moto[server] $MOTO_VERSION from PyPI"
+    exit 1
+  fi
 fi
 
 # --- Deployment file checks ------------------------------------------------------
@@ -141,6 +143,30 @@ fi
 if ! pg_up; then
   log "Postgres is not answering on 127.0.0.1:5432 and could not be started here."
   log "Install it (apt-get install postgresql) or point DATABASE_URL at one."
+  exit 1
+fi
+# The tests and `fantasy up` connect as postgres@127.0.0.1 with no password
+# (FANTASY_TEST_DATABASE_URL and DATABASE_URL change that). A fresh Debian
+# cluster asks for a password on TCP; on a local cluster that refuses us, let
+# loopback connections in and allow enough connections for parallel tests.
+pg_login() { psql -h 127.0.0.1 -U postgres -d postgres -w -Atqc 'select 1' >/dev/null 2>&1; }
+if [ -z "${FANTASY_TEST_DATABASE_URL:-}" ] && ! pg_login && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+  version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)
+  conf=/etc/postgresql/$version/main
+  log "letting loopback connections into the local Postgres $version without a password ($conf/pg_hba.conf)"
+  hba=$(mktemp)
+  { printf '# fantasy: scripts/setup.sh (a local development and test server)\n'
+    printf 'host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n'
+    cat "$conf/pg_hba.conf"; } >"$hba"
+  sudo_if_needed install -m 0640 -o postgres -g postgres "$hba" "$conf/pg_hba.conf"
+  rm -f "$hba"
+  printf 'max_connections = 300\n' | sudo_if_needed tee "$conf/conf.d/fantasy.conf" >/dev/null
+  pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+  for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+fi
+if [ -z "${FANTASY_TEST_DATABASE_URL:-}" ] && ! pg_login; then
+  log "Postgres at 127.0.0.1:5432 refuses postgres without a password: set FANTASY_TEST_DATABASE_URL"
+  log "and DATABASE_URL to a URL that logs in."
   exit 1
 fi
 
