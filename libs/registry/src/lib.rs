@@ -16,4 +16,7 @@ mod records;
 mod store;
 
 pub use records::{ModelRecord, Registry};
-pub use store::{ModelStore, StoreError, fetch_artifact};
+pub use store::{ModelStore, StoreError, StoreSettings, fetch_artifact, fetch_artifact_with};
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -36,6 +36,70 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The settings an `s3://` store is built from: the `AWS_*` variables
+/// object_store reads (`AWS_ENDPOINT`, `AWS_REGION`, `AWS_ALLOW_HTTP`,
+/// `AWS_ACCESS_KEY_ID`, ...), plus `AWS_ACCESS_KEY_ID_FILE` and
+/// `AWS_SECRET_ACCESS_KEY_FILE` (Docker secrets), which win over the plain
+/// keys. The services take them from the process environment; tests pass
+/// their own.
+#[derive(Clone, Default)]
+pub struct StoreSettings {
+    vars: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: the values may be keys.
+        f.debug_list()
+            .entries(self.vars.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+impl StoreSettings {
+    /// The `AWS_*` variables of this process.
+    pub fn from_process() -> Self {
+        Self::from_pairs(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
+    }
+
+    /// The `AWS_*` pairs among `pairs`.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let vars = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .collect();
+        Self { vars }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An S3 client builder for `bucket`, as `AmazonS3Builder::from_env`
+    /// would make it from these variables, with the keys from the files.
+    fn s3_builder(&self, bucket: &str) -> Result<object_store::aws::AmazonS3Builder, String> {
+        let mut builder = object_store::aws::AmazonS3Builder::new();
+        for (name, value) in &self.vars {
+            if let Ok(key) = name.to_ascii_lowercase().parse() {
+                builder = builder.with_config(key, value);
+            }
+        }
+        with_credential_files(builder.with_bucket_name(bucket), |name| {
+            self.get(name).map(Into::into)
+        })
+    }
+}
+
 /// The S3 keys from the files named by `AWS_ACCESS_KEY_ID_FILE` and
 /// `AWS_SECRET_ACCESS_KEY_FILE` (Docker secrets), over the plain variables.
 fn with_credential_files(
@@ -60,7 +124,7 @@ fn with_credential_files(
 }
 
 /// Builds the store and the object path for a `file://` or `s3://` URL.
-fn open(url: &Url) -> Result<(Arc<dyn ObjectStore>, Path), StoreError> {
+fn open(url: &Url, settings: &StoreSettings) -> Result<(Arc<dyn ObjectStore>, Path), StoreError> {
     let bad = |why: String| StoreError::BadUrl(url.to_string(), why);
     match url.scheme() {
         "file" => {
@@ -78,8 +142,12 @@ fn open(url: &Url) -> Result<(Arc<dyn ObjectStore>, Path), StoreError> {
                 .host_str()
                 .filter(|b| !b.is_empty())
                 .ok_or_else(|| bad("no bucket name".into()))?;
-            let builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-            let store = with_credential_files(builder, |name| std::env::var_os(name))
+            // object_store's client is reqwest on rustls without a bundled
+            // crypto provider: without one installed, building it panics.
+            // Ours is ring, as everywhere in the workspace.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let store = settings
+                .s3_builder(bucket)
                 .map_err(bad)?
                 .build()
                 .map_err(|e| bad(e.to_string()))?;
@@ -114,12 +182,18 @@ impl ModelStore {
     pub fn check_url(url: &str) -> Result<(), StoreError> {
         let parsed =
             Url::parse(url).map_err(|e| StoreError::BadUrl(url.to_owned(), e.to_string()))?;
-        open(&parsed).map(drop)
+        open(&parsed, &StoreSettings::from_process()).map(drop)
     }
 
-    /// Opens `url` (`file:///abs/path` or `s3://bucket/prefix`). A local
-    /// folder is created if missing.
+    /// Opens `url` (`file:///abs/path` or `s3://bucket/prefix`, set up by
+    /// this process's `AWS_*` variables). A local folder is created if
+    /// missing.
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, &StoreSettings::from_process())
+    }
+
+    /// [`ModelStore::open`] with S3 settings of the caller's.
+    pub fn open_with(url: &str, settings: &StoreSettings) -> Result<Self, StoreError> {
         let mut root =
             Url::parse(url).map_err(|e| StoreError::BadUrl(url.to_owned(), e.to_string()))?;
         if !root.path().ends_with('/') {
@@ -135,7 +209,7 @@ impl ModelStore {
                 )
             })?;
         }
-        let (store, prefix) = open(&root)?;
+        let (store, prefix) = open(&root, settings)?;
         Ok(Self {
             root,
             store,
@@ -179,10 +253,20 @@ impl ModelStore {
     }
 }
 
-/// Reads the artifact at `uri` and checks it against `expected_sha256`.
+/// Reads the artifact at `uri` and checks it against `expected_sha256`
+/// (an `s3://` URI through this process's `AWS_*` variables).
 pub async fn fetch_artifact(uri: &str, expected_sha256: &str) -> Result<Vec<u8>, StoreError> {
+    fetch_artifact_with(uri, expected_sha256, &StoreSettings::from_process()).await
+}
+
+/// [`fetch_artifact`] with S3 settings of the caller's.
+pub async fn fetch_artifact_with(
+    uri: &str,
+    expected_sha256: &str,
+    settings: &StoreSettings,
+) -> Result<Vec<u8>, StoreError> {
     let url = Url::parse(uri).map_err(|e| StoreError::BadUrl(uri.to_owned(), e.to_string()))?;
-    let (store, location) = open(&url)?;
+    let (store, location) = open(&url, settings)?;
     let bytes = store
         .get(&location)
         .await

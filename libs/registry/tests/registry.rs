@@ -1,11 +1,16 @@
-//! The registry on the real local Postgres and a temporary folder.
+//! The registry on the real local Postgres, a temporary folder and a real
+//! S3-compatible server (moto's).
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
 use fantasy_db::testing::TestDb;
 use fantasy_messages::ModelStatus;
 use fantasy_messages::testing::model_published;
-use fantasy_registry::{ModelRecord, ModelStore, Registry, StoreError, fetch_artifact};
+use fantasy_registry::testing::S3Server;
+use fantasy_registry::{
+    ModelRecord, ModelStore, Registry, StoreError, StoreSettings, fetch_artifact,
+    fetch_artifact_with,
+};
 
 #[tokio::test]
 async fn artifacts_round_trip_and_a_tampered_one_is_refused() {
@@ -34,6 +39,62 @@ async fn artifacts_round_trip_and_a_tampered_one_is_refused() {
         ModelStore::open("ftp://x/y"),
         Err(StoreError::BadUrl(..))
     ));
+}
+
+#[tokio::test]
+async fn artifacts_round_trip_through_s3_with_keys_from_files_and_a_tampered_one_is_refused() {
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket("models").await.unwrap();
+    let settings = s3.settings();
+    let store = ModelStore::open_with("s3://models/fantasy", &settings).unwrap();
+    let (uri, sha) = store
+        .put("win-prob", "v1", b"onnx bytes".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(uri, "s3://models/fantasy/win-prob/v1.onnx");
+    assert_eq!(
+        fetch_artifact_with(&uri, &sha, &settings).await.unwrap(),
+        b"onnx bytes"
+    );
+
+    // Someone overwrites the object after the registry recorded it.
+    store
+        .put("win-prob", "v1", b"onnx bytez".to_vec())
+        .await
+        .unwrap();
+    let err = fetch_artifact_with(&uri, &sha, &settings)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Checksum { .. }), "{err}");
+
+    // Missing objects and buckets are store errors, not panics.
+    let missing = fetch_artifact_with("s3://models/fantasy/nope.onnx", &sha, &settings).await;
+    assert!(
+        matches!(missing, Err(StoreError::Store { .. })),
+        "{missing:?}"
+    );
+    let no_bucket = ModelStore::open_with("s3://nobucket/x", &settings)
+        .unwrap()
+        .put("win-prob", "v1", b"x".to_vec())
+        .await;
+    assert!(
+        matches!(no_bucket, Err(StoreError::Store { .. })),
+        "{no_bucket:?}"
+    );
+
+    // A key file that cannot be read is named when the store is opened.
+    let mut env = s3.env();
+    env.push((
+        "AWS_SECRET_ACCESS_KEY_FILE".into(),
+        "/nonexistent/key".into(),
+    ));
+    let err = ModelStore::open_with("s3://models/fantasy", &StoreSettings::from_pairs(env))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("AWS_SECRET_ACCESS_KEY_FILE") && err.contains("/nonexistent/key"),
+        "{err}"
+    );
 }
 
 fn record(version: &str, status: ModelStatus, age_minutes: i64) -> ModelRecord {

@@ -226,15 +226,38 @@ async fn migrate_creates_the_database_and_is_idempotent() {
 /// artifacts in `store`.
 fn train(url: &str, broker: &BrokerProcess, store: &Path) -> std::process::Output {
     let store = url::Url::from_directory_path(store).unwrap();
-    fantasy(
-        &["train"],
-        &[
-            ("DATABASE_URL", url),
-            ("KAFKA_BROKERS", broker.bootstrap.as_str()),
-            ("KAFKA_TOPIC_PREFIX", ""),
-            ("MODEL_STORE_URL", store.as_str()),
-        ],
-    )
+    train_into(url, broker, store.as_str(), &[])
+}
+
+/// `fantasy train` with artifacts at `store_url`, and more variables.
+fn train_into(
+    url: &str,
+    broker: &BrokerProcess,
+    store_url: &str,
+    more: &[(String, String)],
+) -> std::process::Output {
+    let mut env = vec![
+        ("DATABASE_URL", url),
+        ("KAFKA_BROKERS", broker.bootstrap.as_str()),
+        ("KAFKA_TOPIC_PREFIX", ""),
+        ("MODEL_STORE_URL", store_url),
+    ];
+    env.extend(more.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    fantasy(&["train"], &env)
+}
+
+/// A simulated season's games and results in the database.
+async fn store_a_season(db: &fantasy_db::Db) {
+    let season = fantasy_sim::Season::simulate(&fantasy_sim::SimConfig {
+        seed: 5,
+        teams: 20,
+        games_per_team: 60,
+        ..fantasy_sim::SimConfig::default()
+    });
+    let (games, outcomes) =
+        trainer::sim::season_messages(&season, fantasy_features::EloParams::default());
+    db.upsert_games(&games).await.unwrap();
+    db.upsert_outcomes(&outcomes).await.unwrap();
 }
 
 /// [`train`] that must succeed: its report.
@@ -269,16 +292,7 @@ async fn train_once_promotes_the_first_model_rejects_a_same_one_and_fails_on_no_
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TRAIN_MIN_GAMES"), "{err}");
 
-    let season = fantasy_sim::Season::simulate(&fantasy_sim::SimConfig {
-        seed: 5,
-        teams: 20,
-        games_per_team: 60,
-        ..fantasy_sim::SimConfig::default()
-    });
-    let (games, outcomes) =
-        trainer::sim::season_messages(&season, fantasy_features::EloParams::default());
-    t.db.upsert_games(&games).await.unwrap();
-    t.db.upsert_outcomes(&outcomes).await.unwrap();
+    store_a_season(&t.db).await;
 
     let report = trained(&t.url, &broker, dir.path());
     assert_eq!(report["reason"], "cli");
@@ -334,6 +348,41 @@ async fn train_once_promotes_the_first_model_rejects_a_same_one_and_fails_on_no_
             ("cli".into(), "rejected".into())
         ]
     );
+    t.drop_database().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_once_stores_the_model_in_s3_with_keys_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let s3 = fantasy_registry::testing::S3Server::start().unwrap();
+    s3.create_bucket("models").await.unwrap();
+    let t = fantasy_db::testing::TestDb::new().await.unwrap();
+    store_a_season(&t.db).await;
+
+    // The stacks' setting: s3://models/fantasy, the keys as secret files.
+    let out = train_into(&t.url, &broker, "s3://models/fantasy", &s3.env());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["decision"], "promoted", "{report}");
+    let (uri, sha): (String, String) = sqlx::query_as(
+        "SELECT artifact_uri, sha256 FROM models WHERE model_name = 'win-prob' AND status = 'active'",
+    )
+    .fetch_one(t.db.pool())
+    .await
+    .unwrap();
+    assert!(uri.starts_with("s3://models/fantasy/win-prob/"), "{uri}");
+    assert_eq!(report["artifact_uri"], uri.as_str());
+    // What a predictor fetches: the bytes the registry recorded (the
+    // SHA-256 is checked), which the trainer checked with ONNX Runtime.
+    let bytes = fantasy_registry::fetch_artifact_with(&uri, &sha, &s3.settings())
+        .await
+        .unwrap();
+    assert!(bytes.len() > 100, "{} bytes", bytes.len());
     t.drop_database().await.unwrap();
 }
 
