@@ -85,8 +85,13 @@ fn labels(v: Option<&Value>) -> BTreeMap<String, String> {
 #[derive(Debug, Default)]
 struct Stage {
     base: String,
-    /// Binaries copied from the builder's /out.
+    /// Binaries copied from the `binaries` stage's /out (the builder's, or
+    /// the host's with `BINARIES=host`).
     binaries: Vec<String>,
+    /// `ARG` names declared in the stage.
+    args: Vec<String>,
+    /// `RUN` commands, continuation lines joined.
+    run: Vec<String>,
     healthcheck: Option<String>,
     user: Option<String>,
     entrypoint: Option<String>,
@@ -96,7 +101,7 @@ struct Stage {
 fn dockerfile() -> BTreeMap<String, Stage> {
     let text = read("docker/Dockerfile").replace("\\\n", " ");
     let from = Regex::new(r"(?i)^FROM\s+(\S+)\s+AS\s+(\S+)").unwrap();
-    let copy_bin = Regex::new(r"COPY --from=builder /out/([a-z-]+)\s").unwrap();
+    let copy_bin = Regex::new(r"COPY --from=binaries /out/([a-z-]+)\s").unwrap();
     let mut stages: BTreeMap<String, Stage> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines().map(str::trim) {
@@ -129,6 +134,11 @@ fn dockerfile() -> BTreeMap<String, Stage> {
             stage.user = Some(rest.trim().to_owned());
         } else if let Some(rest) = line.strip_prefix("ENTRYPOINT ") {
             stage.entrypoint = Some(rest.to_owned());
+        } else if let Some(rest) = line.strip_prefix("ARG ") {
+            let name = rest.split('=').next().unwrap_or_default().trim();
+            stage.args.push(name.to_owned());
+        } else if let Some(rest) = line.strip_prefix("RUN ") {
+            stage.run.push(rest.to_owned());
         } else if let Some(rest) = line.strip_prefix("EXPOSE ") {
             stage
                 .expose
@@ -224,6 +234,172 @@ fn every_binary_has_an_image_that_checks_its_health_as_non_root() {
     assert_eq!(
         version(&text, r"ARG ORT_VERSION=(\S+)"),
         version(&read("scripts/setup.sh"), r"ORT_VERSION=(\S+)")
+    );
+}
+
+/// The `ARG`s declared before the first `FROM` (the only ones a `FROM` line
+/// can use), with their defaults.
+fn global_args(text: &str) -> BTreeMap<String, String> {
+    let mut args = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.to_uppercase().starts_with("FROM ") {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("ARG ") {
+            let (name, value) = rest.split_once('=').unwrap_or((rest, ""));
+            args.insert(name.trim().to_owned(), value.trim().to_owned());
+        }
+    }
+    args
+}
+
+#[test]
+fn every_base_image_is_a_build_argument_and_no_frontend_is_pulled() {
+    let text = read("docker/Dockerfile");
+    let syntax = Regex::new(r"(?i)^#\s*syntax\s*=").unwrap();
+    assert!(
+        !text.lines().any(|l| syntax.is_match(l.trim())),
+        "docker/Dockerfile has a `# syntax=` directive: BuildKit pulls that frontend \
+         image from Docker Hub, so the build fails offline"
+    );
+    let globals = global_args(&text);
+    let from = Regex::new(r"(?i)^FROM\s+(\S+)\s+AS\s+(\S+)$").unwrap();
+    let variable = Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}").unwrap();
+    let mut stages = BTreeSet::new();
+    for line in text.lines().map(str::trim) {
+        if !line.to_uppercase().starts_with("FROM ") {
+            continue;
+        }
+        let c = from
+            .captures(line)
+            .unwrap_or_else(|| panic!("`{line}`: name every stage (FROM <base> AS <name>)"));
+        let (base, name) = (&c[1], &c[2]);
+        for v in variable.captures_iter(base) {
+            assert!(
+                globals.contains_key(&v[1]),
+                "`{line}`: ${{{}}} is not an ARG declared before the first FROM",
+                &v[1]
+            );
+        }
+        let whole_argument = variable.find(base).is_some_and(|m| m.as_str() == base);
+        let expanded = variable.replace_all(base, |v: &regex::Captures| globals[&v[1]].clone());
+        assert!(
+            whole_argument || stages.contains(expanded.as_ref()) || base == "scratch",
+            "`{line}`: the base `{base}` is neither an earlier stage nor one build argument \
+             (`${{SOME_IMAGE}}`), so it cannot be swapped for a local or mirrored image"
+        );
+        stages.insert(name.to_owned());
+    }
+    // The names docs/deploy.md gives.
+    let docs = read("docs/deploy.md");
+    for (arg, image) in [
+        ("RUST_IMAGE", "rust:"),
+        ("PYTHON_IMAGE", "python:3"),
+        ("RUNTIME_IMAGE", "gcr.io/distroless/cc-debian12"),
+        ("CUDA_IMAGE", "nvidia/cuda:"),
+    ] {
+        let value = globals
+            .get(arg)
+            .unwrap_or_else(|| panic!("docker/Dockerfile: no ARG {arg} before the first FROM"));
+        assert!(value.starts_with(image), "ARG {arg}={value}");
+        assert!(docs.contains(arg), "docs/deploy.md does not name {arg}");
+    }
+}
+
+#[test]
+fn runtime_images_take_their_binaries_from_the_builder_or_the_host() {
+    let text = read("docker/Dockerfile");
+    assert_eq!(
+        global_args(&text).get("BINARIES").map(String::as_str),
+        Some("builder"),
+        "ARG BINARIES=builder: users get the builder's binaries unless they ask for theirs"
+    );
+    assert!(
+        text.contains("FROM binaries-${BINARIES} AS binaries"),
+        "no `binaries` stage chosen by BINARIES"
+    );
+    assert!(text.contains("FROM builder AS binaries-builder"));
+    assert!(
+        text.contains("FROM scratch AS binaries-host\nCOPY docker/bin/ /out/"),
+        "BINARIES=host takes docker/bin/"
+    );
+    assert!(
+        !text.contains("--from=builder"),
+        "a stage copies from the builder itself: with BINARIES=host it would still compile"
+    );
+    for (name, stage) in image_targets() {
+        assert_eq!(
+            stage.binaries.len(),
+            1,
+            "{name} copies from the binaries stage"
+        );
+    }
+    assert!(
+        read(".gitignore")
+            .lines()
+            .any(|l| l.trim() == "/docker/bin/"),
+        ".gitignore: /docker/bin/ (release binaries for BINARIES=host) must stay out of git"
+    );
+    assert!(
+        !read(".dockerignore")
+            .lines()
+            .any(|l| l.trim().trim_start_matches('/').starts_with("docker")),
+        ".dockerignore drops docker/ from the build context: BINARIES=host cannot copy docker/bin/"
+    );
+}
+
+#[test]
+fn the_cuda_image_carries_the_tensorrt_libraries_its_provider_loads() {
+    let text = read("docker/Dockerfile");
+    let globals = global_args(&text);
+    let trt = globals
+        .get("TENSORRT_VERSION")
+        .expect("docker/Dockerfile: no ARG TENSORRT_VERSION before the first FROM");
+    let cuda = Regex::new(r"^nvidia/cuda:(\d+)\.")
+        .unwrap()
+        .captures(&globals["CUDA_IMAGE"])
+        .unwrap()[1]
+        .to_owned();
+    let built_for = Regex::new(r"^10\.[0-9.]+-\d+\+cuda(\d+)\.\d+$")
+        .unwrap()
+        .captures(trt)
+        .unwrap_or_else(|| {
+            panic!(
+                "TENSORRT_VERSION={trt}: expected a TensorRT 10 package version (10.x-1+cudaN.M)"
+            )
+        })[1]
+        .to_owned();
+    assert_eq!(
+        built_for, cuda,
+        "TENSORRT_VERSION={trt} is TensorRT built for CUDA {built_for}; the image is CUDA {cuda}"
+    );
+    let stage = &dockerfile()["predictor-cuda"];
+    assert!(
+        stage.args.iter().any(|a| a == "TENSORRT_VERSION"),
+        "predictor-cuda: no `ARG TENSORRT_VERSION` in the stage, so the RUN sees it empty"
+    );
+    let install = stage
+        .run
+        .iter()
+        .find(|r| r.contains("apt-get install"))
+        .unwrap_or_else(|| {
+            panic!(
+                "predictor-cuda installs no TensorRT: onnxruntime-gpu's TensorRT provider \
+                 needs libnvinfer.so.10 and libnvonnxparser.so.10, which the CUDA base lacks"
+            )
+        });
+    // One TensorRT build for the three: the plugin and parser depend on the
+    // exact libnvinfer version.
+    for package in ["libnvinfer10", "libnvinfer-plugin10", "libnvonnxparsers10"] {
+        assert!(
+            install.contains(&format!("\"{package}=${{TENSORRT_VERSION}}\"")),
+            "predictor-cuda does not install {package}=${{TENSORRT_VERSION}}: {install}"
+        );
+    }
+    assert!(
+        install.contains("--no-install-recommends")
+            && install.contains("rm -rf /var/lib/apt/lists/*"),
+        "predictor-cuda: install without recommends and drop the apt lists: {install}"
     );
 }
 
@@ -510,6 +686,298 @@ fn the_swarm_stack_is_laid_out_as_deployed() {
         .map(String::from)
         .collect();
     assert_eq!(mounted, dashboard_files(), "stack.yml: dashboards");
+}
+
+#[test]
+fn redis_drops_privileges_through_its_own_entrypoint() {
+    let entrypoint = Regex::new(r"\bexec docker-entrypoint\.sh redis-server -(\s|$)").unwrap();
+    for file in ["compose/docker-compose.yml", "compose/stack.yml"] {
+        let redis = &yaml(file)["services"]["redis"];
+        let script = redis["command"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{file}: redis: command as a list"))
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for tool in ["su-exec", "gosu", "setpriv"] {
+            assert!(
+                !script.contains(tool),
+                "{file}: redis' command runs {tool}, which the image need not ship \
+                 (redis:*-alpine has no su-exec): let docker-entrypoint.sh drop privileges"
+            );
+        }
+        assert!(
+            entrypoint.is_match(&script),
+            "{file}: redis must exec the image's docker-entrypoint.sh with redis-server as \
+             its first argument (only then does it chown /data and drop to the redis user) \
+             and `-` (the configuration from stdin): {script}"
+        );
+        assert!(
+            redis.get("entrypoint").is_none() && redis.get("user").is_none(),
+            "{file}: redis starts as root through the image's entrypoint"
+        );
+        // The password: from the secret, on stdin.
+        assert!(
+            script.contains("requirepass $$(cat /run/secrets/redis_password)"),
+            "{file}: redis' requirepass does not come from the secret: {script}"
+        );
+        assert!(
+            !script.contains("--requirepass"),
+            "{file}: redis' password is on its command line"
+        );
+        assert!(
+            !script.contains('|'),
+            "{file}: redis is fed through a pipe, so the shell stays PID 1 and swallows \
+             SIGTERM; exec with a here-document"
+        );
+    }
+}
+
+#[test]
+fn traefik_speaks_a_docker_api_that_engine_29_accepts() {
+    let semver = Regex::new(r"^v(\d+)\.(\d+)\.(\d+)$").unwrap();
+    let check = |at: &str, version: &str| {
+        let c = semver
+            .captures(version)
+            .unwrap_or_else(|| panic!("{at}: pin Traefik to a release (vX.Y.Z), not {version}"));
+        let [major, minor, patch] = [1, 2, 3].map(|i| c[i].parse::<u32>().unwrap());
+        assert!(
+            major == 3 && (minor, patch) >= (6, 2),
+            "{at}: Traefik {version}: before v3.6.1 it speaks Docker API 1.24, which Docker \
+             Engine 29 refuses (traefik#12253), and v3.6.1 fails on older engines \
+             (traefik#12279); the flags are v3's: v3.6.2 or a later v3"
+        );
+    };
+    let default = Regex::new(r"^traefik:\$\{TRAEFIK_VERSION:-([^}]+)\}$").unwrap();
+    for file in ["compose/docker-compose.yml", "compose/stack.yml"] {
+        let image = yaml(file)["services"]["traefik"]["image"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let c = default
+            .captures(&image)
+            .unwrap_or_else(|| panic!("{file}: traefik image {image}"));
+        check(file, &c[1]);
+    }
+    let example = read("compose/.env.example");
+    let c = Regex::new(r"(?m)^TRAEFIK_VERSION=(\S+)$")
+        .unwrap()
+        .captures(&example)
+        .expect("compose/.env.example: TRAEFIK_VERSION");
+    check("compose/.env.example", &c[1]);
+}
+
+#[test]
+fn the_gpu_docs_name_the_variable_swarm_sets_for_the_gpu_kind() {
+    let doc = yaml("compose/stack.yml");
+    let kinds: BTreeSet<String> = map(&doc["services"])
+        .values()
+        .filter_map(|s| s["deploy"]["resources"]["reservations"]["generic_resources"].as_array())
+        .flatten()
+        .map(|r| {
+            r["discrete_resource_spec"]["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds.len(),
+        1,
+        "stack.yml: one GPU resource kind: {kinds:?}"
+    );
+    let kind = kinds.first().unwrap();
+    let docs = read("docs/deploy.md");
+    let setting = Regex::new(r#"swarm-resource\s*=\s*"([^"]*)""#).unwrap();
+    let values: Vec<&str> = setting
+        .captures_iter(&docs)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    assert!(
+        !values.is_empty(),
+        "docs/deploy.md does not say what to set swarm-resource to"
+    );
+    for value in values {
+        assert_eq!(
+            value,
+            format!("DOCKER_RESOURCE_{kind}"),
+            "docs/deploy.md: Swarm hands a task its `{kind}` resources in \
+             DOCKER_RESOURCE_{kind}; with swarm-resource = {value:?} the NVIDIA hook finds \
+             no assignment and gives every replica every GPU"
+        );
+    }
+    assert!(
+        docs.contains(&format!("\"{kind}=GPU-")),
+        "docs/deploy.md: node-generic-resources must advertise `{kind}`, the kind the \
+         stack reserves"
+    );
+}
+
+/// A Swarm has at least this many nodes (docs/deploy.md).
+const MIN_NODES: u64 = 3;
+
+#[test]
+fn rolling_updates_never_start_a_task_the_placement_cannot_hold() {
+    assert!(
+        read("docs/deploy.md").contains("at least three nodes"),
+        "docs/deploy.md: the smallest Swarm changed; update MIN_NODES"
+    );
+    let doc = yaml("compose/stack.yml");
+    let volumes: BTreeSet<String> = names(doc.get("volumes")).into_iter().collect();
+    for (name, service) in map(&doc["services"]) {
+        let deploy = &service["deploy"];
+        let placement = &deploy["placement"];
+        let gpus = deploy["resources"]["reservations"]
+            .get("generic_resources")
+            .is_some();
+        let per_node = placement["max_replicas_per_node"].as_u64();
+        let constrained = !names(placement.get("constraints")).is_empty();
+        let volume = names(service.get("volumes"))
+            .iter()
+            .any(|v| volumes.contains(v.split(':').next().unwrap()));
+        let host_port = service["ports"]
+            .as_array()
+            .is_some_and(|ports| ports.iter().any(|p| p["mode"] == "host"));
+        for key in ["update_config", "rollback_config"] {
+            let config = &deploy[key];
+            if config["order"] != "start-first" {
+                continue;
+            }
+            let at = format!("stack.yml: {name}: {key}");
+            assert!(
+                !gpus,
+                "{at}: start-first, but each task reserves a GPU and every GPU is taken: \
+                 the new task is never placed and the update stalls; use stop-first"
+            );
+            assert!(!volume, "{at}: start-first: two tasks would share a volume");
+            assert!(
+                !host_port,
+                "{at}: start-first: the new task cannot bind the host port"
+            );
+            if let Some(max) = per_node {
+                let replicas = deploy["replicas"].as_u64().unwrap_or(1);
+                let parallelism = config["parallelism"].as_u64().unwrap_or(1);
+                assert!(
+                    max > 1 && !constrained && max * MIN_NODES >= replicas + parallelism,
+                    "{at}: start-first with max_replicas_per_node {max} and {replicas} \
+                     replicas: the extra task may find no node (moby/moby#40797); use \
+                     stop-first"
+                );
+            }
+        }
+    }
+    let order = |n: &str| doc["services"][n]["deploy"]["update_config"]["order"].clone();
+    assert_eq!(order("predictor"), "stop-first");
+    assert_eq!(order("trainer"), "stop-first");
+    assert_eq!(order("fanout"), "start-first", "the fanout has room");
+}
+
+#[test]
+fn the_stack_header_labels_every_node_a_constraint_needs() {
+    let text = read("compose/stack.yml");
+    let header = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let label = Regex::new(r"^node\.labels\.([A-Za-z0-9_.-]+)\s*==").unwrap();
+    let mut used = BTreeSet::new();
+    for service in map(&yaml("compose/stack.yml")["services"]).values() {
+        for constraint in names(service["deploy"]["placement"].get("constraints")) {
+            if let Some(c) = label.captures(constraint.trim()) {
+                used.insert(c[1].to_owned());
+            }
+        }
+    }
+    assert!(
+        used.contains("gpu") && used.contains("monitoring"),
+        "{used:?}"
+    );
+    let docs = read("docs/deploy.md");
+    for l in &used {
+        assert!(
+            header.contains(&format!("--label-add {l}=")),
+            "stack.yml: services are constrained to node.labels.{l}, but the header does \
+             not say `docker node update --label-add {l}=...`: they would stay pending"
+        );
+        assert!(
+            docs.contains(&format!("--label-add {l}=")),
+            "docs/deploy.md does not label nodes `{l}`"
+        );
+    }
+}
+
+/// Seconds in a Compose duration (`90s`, `1m30s`, `500ms`).
+fn seconds(duration: &str) -> f64 {
+    let part = Regex::new(r"(\d+(?:\.\d+)?)(h|ms|m|s)").unwrap();
+    let mut total = 0.0;
+    let mut matched = 0;
+    for c in part.captures_iter(duration) {
+        matched += c[0].len();
+        let unit = match &c[2] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            _ => 1e-3,
+        };
+        total += c[1].parse::<f64>().unwrap() * unit;
+    }
+    assert!(
+        matched > 0 && matched == duration.len(),
+        "not a duration: {duration:?}"
+    );
+    total
+}
+
+/// How long a service of ours may take to stop, by its code: its
+/// `SHUTDOWN_TIMEOUT` (the default in services/<name>/src/config.rs, or the
+/// file's setting) and the bounded steps that follow that drain in `run`
+/// (services/<name>/src/lib.rs: flushes, joins, each with its timeout).
+fn shutdown_seconds(service: &str, env: &BTreeMap<String, String>) -> (f64, f64) {
+    let config = read(&format!("services/{service}/src/config.rs"));
+    let default = Regex::new(r#""SHUTDOWN_TIMEOUT",\s*Duration::from_secs\((\d+)\)"#)
+        .unwrap()
+        .captures(&config)
+        .unwrap_or_else(|| panic!("services/{service}/src/config.rs: no SHUTDOWN_TIMEOUT default"))
+        [1]
+    .parse::<f64>()
+    .unwrap();
+    let timeout = env.get("SHUTDOWN_TIMEOUT").map_or(default, |v| seconds(v));
+    let lib = read(&format!("services/{service}/src/lib.rs"));
+    let start = lib
+        .find("tokio::time::timeout(cfg.shutdown_timeout")
+        .unwrap_or_else(|| panic!("services/{service}/src/lib.rs: where does it drain?"));
+    let end = lib[start..].find("\n}\n").map_or(lib.len(), |e| start + e);
+    let after: f64 = Regex::new(r"Duration::from_secs\((\d+)\)")
+        .unwrap()
+        .captures_iter(&lib[start..end])
+        .map(|c| c[1].parse::<f64>().unwrap())
+        .sum();
+    (timeout, after)
+}
+
+/// Room on top of the bounded steps, for the unbounded ones (consumers
+/// committing, pools closing).
+const STOP_MARGIN_S: f64 = 10.0;
+
+#[test]
+fn stop_grace_periods_outlast_each_services_shutdown() {
+    for file in ["compose/docker-compose.yml", "compose/stack.yml"] {
+        let doc = yaml(file);
+        for (service, _) in OURS {
+            let s = &doc["services"][service];
+            // Docker's default is 10 s.
+            let grace = s["stop_grace_period"].as_str().map_or(10.0, seconds);
+            let (timeout, after) = shutdown_seconds(service, &env(s));
+            assert!(
+                grace >= timeout + after + STOP_MARGIN_S,
+                "{file}: {service}: stop_grace_period is {grace} s, but its shutdown may take \
+                 SHUTDOWN_TIMEOUT {timeout} s + {after} s of flushing and joining \
+                 (+{STOP_MARGIN_S} s margin): Docker would SIGKILL it mid-drain"
+            );
+        }
+    }
 }
 
 /// The topic job, run against a stand-in `kafka-topics.sh` that records its
