@@ -145,6 +145,21 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+/// A mutex's guard, poisoned or not (the data stays consistent: every
+/// writer here finishes its update before anything can panic).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Moves a partition's position up to `offset`.
+fn advance(positions: &mut Vec<i64>, partition: i32, offset: i64) {
+    let p = partition as usize;
+    if p >= positions.len() {
+        positions.resize(p + 1, -1);
+    }
+    positions[p] = positions[p].max(offset);
+}
+
 impl Hub {
     /// A hub whose reader began at `starts` (offset per partition).
     pub fn new(limits: Limits, starts: &[i64]) -> Self {
@@ -207,12 +222,18 @@ impl Hub {
                     offset = record.offset,
                     "undecodable prediction: {e}"
                 );
-                self.advance(record.partition, record.offset);
+                advance(&mut lock(&self.positions), record.partition, record.offset);
                 return;
             }
         };
         let produced_us = prediction.predicted_at.timestamp_micros();
         let received = Instant::now();
+        // Held until the position has advanced: a subscriber (which takes
+        // this lock first) sees either none of this record's frames and the
+        // position before it, or all of them and the position after it.
+        // Without it, one that subscribed to `all` between the delivery and
+        // the advance was told the earlier position and never got the frame.
+        let mut positions = lock(&self.positions);
         for ch in [
             Channel::Game(prediction.game_id.clone()),
             Channel::Sport(prediction.sport.clone()),
@@ -232,10 +253,11 @@ impl Hub {
             }));
             self.deliver(&ch, frame);
         }
+        advance(&mut positions, record.partition, record.offset);
+        drop(positions);
         if let Ok(mut latest) = self.latest.lock() {
             latest.insert(prediction.game_id, (prediction.sport, produced_us));
         }
-        self.advance(record.partition, record.offset);
     }
 
     /// Routes one `metrics` record to the `metrics` channel.
@@ -251,16 +273,6 @@ impl Hub {
             // Metrics frames carry no prediction position: history keeps
             // them for new subscribers, recovery does not apply.
             self.deliver(&Channel::Metrics, Frame::control(text));
-        }
-    }
-
-    fn advance(&self, partition: i32, offset: i64) {
-        if let Ok(mut pos) = self.positions.lock() {
-            let p = partition as usize;
-            if p >= pos.len() {
-                pos.resize(p + 1, -1);
-            }
-            pos[p] = pos[p].max(offset);
         }
     }
 
@@ -341,13 +353,16 @@ impl Hub {
         ch: &Channel,
         since: Option<&BTreeMap<i32, i64>>,
     ) -> Subscribed {
+        // The positions first, as `publish` takes them: while held, no
+        // record is half delivered.
+        let positions_now = lock(&self.positions);
         let channel = self.channel(ch);
         let mut state = match channel.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
         self.expire(&mut state);
-        let positions = self.positions.lock().map(|p| p.clone()).unwrap_or_default();
+        let positions = positions_now.clone();
         let (recovered, replay, floor) = if *ch == Channel::Metrics {
             // New subscribers get the recent metrics; there is no position.
             (None, state.history.iter().cloned().collect(), None)
@@ -387,6 +402,8 @@ impl Hub {
                 floor,
             },
         );
+        drop(state);
+        drop(positions_now);
         if previous.is_none() {
             self.metrics.subscriptions.increment(1.0);
         }
@@ -452,6 +469,65 @@ impl Hub {
             - Duration::from_secs(24 * 3600).as_micros() as i64;
         if let Ok(mut latest) = self.latest.lock() {
             latest.retain(|_, (_, at)| *at >= horizon);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use fantasy_kafka::TailRecord;
+    use fantasy_messages::testing::prediction;
+
+    /// Subscribers joining `all` while records are being published are
+    /// told a position and then get every frame after it, none before: the
+    /// first frame each one receives on the partition is the position + 1.
+    #[test]
+    fn a_subscriber_joining_mid_publish_gets_every_frame_after_its_position() {
+        const RECORDS: i64 = 5_000;
+        let hub = Arc::new(Hub::new(
+            Limits {
+                client_queue: RECORDS as usize + 16,
+                ..Limits::default()
+            },
+            &[0],
+        ));
+        let payload = fantasy_messages::encode(&prediction("nba-1", 0.6)).unwrap();
+        let publisher = {
+            let hub = Arc::clone(&hub);
+            std::thread::spawn(move || {
+                for offset in 0..RECORDS {
+                    hub.publish(&TailRecord {
+                        partition: 0,
+                        offset,
+                        timestamp_ms: None,
+                        key: None,
+                        payload: Some(payload.clone()),
+                    });
+                }
+            })
+        };
+        let mut subscribers = Vec::new();
+        while !publisher.is_finished() && subscribers.len() < 300 {
+            let (conn, rx) = hub.connect();
+            let told = hub.subscribe(&conn, &Channel::All, None).positions[0];
+            subscribers.push((conn, rx, told));
+            std::thread::yield_now();
+        }
+        publisher.join().unwrap();
+        assert!(subscribers.len() > 10, "too few subscribed mid-publish");
+        for (_, mut rx, told) in subscribers {
+            let mut expected = told + 1;
+            while let Ok(frame) = rx.try_recv() {
+                assert_eq!(frame.offset, expected, "told position {told}");
+                expected += 1;
+            }
+            assert_eq!(
+                expected, RECORDS,
+                "told position {told}: frames stopped early"
+            );
         }
     }
 }
