@@ -24,8 +24,8 @@ step "docker-compose config (one host, and with the GPU override)"
   docker-compose -f docker-compose.yml -f docker-compose.gpu.yml config -q
 )
 
-step "hadolint docker/Dockerfile"
-hadolint docker/Dockerfile
+step "hadolint docker/Dockerfile compose/offline/*/Dockerfile"
+hadolint docker/Dockerfile compose/offline/*/Dockerfile
 
 step "promtool: alert rules and both Prometheus configurations"
 promtool check rules compose/prometheus/alerts.yml >/dev/null
@@ -40,13 +40,22 @@ step "amtool check-config"
 amtool check-config compose/alertmanager/alertmanager.yml >/dev/null
 
 step "shellcheck"
-shellcheck compose/make-secrets.sh compose/kafka/create-topics.sh scripts/*.sh loadtest/*.sh
+shellcheck compose/make-secrets.sh compose/kafka/create-topics.sh scripts/*.sh loadtest/*.sh \
+  docker/*.sh compose/offline/*.sh compose/offline/*/*.sh compose/offline/tansu/tansu-healthcheck
 
-step "dashboards are JSON, ort-extract compiles"
+step "the offline stack's override merges into a stack docker accepts"
+docker stack config -c compose/stack.yml >"$tmp/resolved.yml"
+COLLECTOR_SOURCES=sim:nba python3 compose/offline/merge.py "$tmp/resolved.yml" \
+  compose/offline/stack.override.yml >"$tmp/offline.yml"
+docker stack config -c "$tmp/offline.yml" >/dev/null
+
+step "dashboards are JSON, the Python scripts compile"
 for dashboard in compose/grafana/dashboards/*.json; do
   python3 -m json.tool "$dashboard" >/dev/null
 done
-python3 -m py_compile docker/ort-extract.py
-rm -rf docker/__pycache__
+for script in docker/ort-extract.py compose/offline/merge.py scripts/stackcheck.py compose/offline/s3/make-bucket; do
+  python3 -m py_compile "$script"
+done
+find docker compose scripts -name __pycache__ -type d -prune -exec rm -rf {} +
 
 step "ok"
