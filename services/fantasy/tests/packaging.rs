@@ -1310,3 +1310,105 @@ fn dashboards_and_alerts_read_metrics_the_code_exports() {
     assert!(am.contains("critical") && am.contains("warning"));
     assert!(total > 30, "only {total} metric references checked");
 }
+
+/// The paths (`deploy.resources`, `environment.KAFKA_BROKERS`, ...) a value
+/// of the override sets, down to where the stack has no mapping to merge
+/// into (where `merge.py` replaces).
+fn override_paths(base: &Value, over: &Value, at: &str, out: &mut Vec<String>) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match b.get(k) {
+                    Some(bv) if bv.is_object() && v.is_object() => {
+                        override_paths(bv, v, &path, out)
+                    }
+                    _ => out.push(path),
+                }
+            }
+        }
+        _ => out.push(at.to_owned()),
+    }
+}
+
+/// The offline stack (compose/offline/stack.override.yml) changes only
+/// what the machine cannot provide: images, the broker and S3 addresses,
+/// the device, the sources, scale and reservations, per-node caps, DNS
+/// round robin, the fanout's open-files limit; and removes only services
+/// that cannot run there. Secrets, read-only roots, users, health checks,
+/// update and rollback policies, networks stay the users'.
+#[test]
+fn the_offline_override_changes_only_what_the_machine_lacks() {
+    let stack = yaml("compose/stack.yml");
+    let over = yaml("compose/offline/stack.override.yml");
+    let allowed: BTreeSet<&str> = [
+        "image",
+        "environment.KAFKA_BROKERS",
+        "environment.KAFKA_REPLICATION_FACTOR",
+        "environment.INFERENCE_DEVICE",
+        "environment.COLLECTOR_SOURCES",
+        "environment.COLLECTOR_SHARDS",
+        "deploy.replicas",
+        "deploy.resources",
+        "deploy.endpoint_mode",
+        "deploy.placement.max_replicas_per_node",
+        "deploy.update_config.parallelism",
+    ]
+    .into();
+    let removable: BTreeSet<&str> = [
+        "kafka-1",
+        "kafka-2",
+        "kafka-3",
+        "kafka-init",
+        "traefik",
+        "grafana",
+        "loki",
+        "promtail",
+    ]
+    .into();
+    let mut wrong = Vec::new();
+    for (name, service) in map(&over["services"]) {
+        let Some(base) = stack["services"].get(name) else {
+            continue; // a stand-in of its own (broker, gateway, ...)
+        };
+        if service.is_null() {
+            if !removable.contains(name.as_str()) {
+                wrong.push(format!("{name} removed"));
+            }
+            continue;
+        }
+        let mut paths = Vec::new();
+        override_paths(base, service, "", &mut paths);
+        for path in paths {
+            // An allowed path, or a key inside one.
+            let ok = allowed
+                .iter()
+                .any(|a| path == *a || path.starts_with(&format!("{a}.")))
+                || (name == "fanout" && path.starts_with("ulimits.nofile"));
+            if !ok {
+                wrong.push(format!("{name}: {path}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the offline override changes what users deploy: {wrong:?}"
+    );
+    // Removing the GPU reservation is the one deletion inside a service.
+    assert!(
+        over["services"]["predictor"]["deploy"]["resources"]["reservations"]["generic_resources"]
+            .is_null()
+    );
+    // The stand-ins keep the stack's own conventions: non-root, read-only.
+    for name in ["broker", "gateway"] {
+        assert_eq!(over["services"][name]["read_only"], true, "{name}");
+        assert!(
+            over["services"][name]["healthcheck"]["test"].is_array(),
+            "{name}"
+        );
+    }
+}
