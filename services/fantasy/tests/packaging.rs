@@ -1412,3 +1412,32 @@ fn the_offline_override_changes_only_what_the_machine_lacks() {
         );
     }
 }
+
+/// Every route to our services retries a request whose connection a
+/// stopping replica refused (Traefik's retry middleware), in both files:
+/// without it a rolling update fails the requests that reach a replica
+/// between its stop and the gateway noticing.
+#[test]
+fn every_route_to_our_services_retries_refused_connections() {
+    for file in ["compose/stack.yml", "compose/docker-compose.yml"] {
+        let doc = yaml(file);
+        for name in ["predictor", "fanout", "collector", "trainer"] {
+            let service = &doc["services"][name];
+            let labels = labels(
+                service
+                    .get("deploy")
+                    .and_then(|d| d.get("labels"))
+                    .or_else(|| service.get("labels")),
+            );
+            let middleware = labels
+                .get(&format!("traefik.http.routers.{name}.middlewares"))
+                .unwrap_or_else(|| panic!("{file}: {name}'s router has no middleware"));
+            let attempts = labels
+                .get(&format!(
+                    "traefik.http.middlewares.{middleware}.retry.attempts"
+                ))
+                .unwrap_or_else(|| panic!("{file}: {name}'s {middleware} is not a retry"));
+            assert!(attempts.parse::<u32>().unwrap() >= 2, "{file}: {name}");
+        }
+    }
+}
