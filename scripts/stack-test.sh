@@ -24,7 +24,7 @@
 #        Swarm replaces them, the services reconnect, and Postgres ends with
 #        every game and prediction exactly once.
 #
-#   scripts/stack-test.sh                  everything (about 20 minutes)
+#   scripts/stack-test.sh                  everything (about 35 minutes)
 #   SKIP_CARGO=1 scripts/stack-test.sh     reuse target/release
 #   KEEP=1 scripts/stack-test.sh           leave the stack up on failure
 #
@@ -100,7 +100,7 @@ cleanup() {
   fi
   remove_stack
   compose_down
-  docker image rm "fantasy/predictor:unhealthy" >/dev/null 2>&1 || true
+  docker image rm fantasy/predictor:unhealthy fantasy/predictor:next fantasy/fanout:next >/dev/null 2>&1 || true
   if [ "$made_swarm" = 1 ]; then
     docker swarm leave --force >/dev/null 2>&1 || true
   fi
@@ -111,6 +111,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# (Background jobs run python3 itself, not this function: `$!` is then the
+# client's own PID, which `kill -TERM` stops after its requests in flight.)
 stackcheck() { python3 scripts/stackcheck.py "$@"; }
 # The Postgres container: the stack's, or once the Compose phase runs, its.
 PG_FILTER="label=com.docker.swarm.service.name=${STACK}_postgres"
@@ -143,7 +145,7 @@ command -v wrk >/dev/null || true
 
 t0=$(date +%s)
 bash scripts/build-images.sh 2>&1 | tee "$tmp/images.txt" >&2
-sizes=$(awk -F'\t' '/^fantasy\/(predictor|fanout|collector|trainer|fantasy):/ {printf "%s %s, ", $1, $2}' "$tmp/images.txt")
+sizes=$(awk -F'\t' '/^fantasy\/(predictor|fanout|collector|trainer|fantasy):latest/ {printf "%s %s, ", $1, $2}' "$tmp/images.txt")
 passed "images built in $(elapsed "$t0") s: ${sizes%, }"
 
 # --- 1. the swarm, the secrets, the stack ------------------------------------------
@@ -194,7 +196,7 @@ passed "converged: $services services at their replicas, every container healthy
 # Its check at the end covers the games predicted after it subscribed (it
 # subscribes within the 5 s margin).
 ws_since=$(psql_stack "SELECT now() + interval '5 seconds'")
-stackcheck ws-collect --url "ws://$GATEWAY/v1/stream" --jwt-secret-file "$JWT" \
+python3 scripts/stackcheck.py ws-collect --url "ws://$GATEWAY/v1/stream" --jwt-secret-file "$JWT" \
   --seconds 1500 --idle 90 --out "$tmp/ws-all.json" >"$tmp/ws-all.summary" 2>"$tmp/ws-all.err" &
 ws_all=$!
 sleep 5
@@ -266,19 +268,19 @@ docker tag fantasy/fanout:latest fantasy/fanout:next
 update() { docker service update --quiet --detach=false --image "$2" "${STACK}_$1" >/dev/null 2>&1; }
 
 # The predictor under a steady REST load through the gateway.
-stackcheck predict-load --base "http://$GATEWAY" --jwt-secret-file "$JWT" \
+python3 scripts/stackcheck.py predict-load --base "http://$GATEWAY" --jwt-secret-file "$JWT" \
   --seconds 240 --rate 40 >"$tmp/load-update.json" 2>"$tmp/load-update.err" &
 load=$!
 sleep 10
 t0=$(date +%s)
 update predictor fantasy/predictor:next || fail "the predictor's update did not complete"
 took=$(elapsed "$t0")
-kill -INT "$load" 2>/dev/null || true
+kill -TERM "$load" 2>/dev/null || true
 wait "$load" || fail "requests failed during the predictor's update: $(cat "$tmp/load-update.json" "$tmp/load-update.err")"
 passed "predictor updated in $took s under REST load: $(cat "$tmp/load-update.json")"
 
 # The fanout with WebSocket clients that must miss nothing.
-stackcheck ws-clients --url "ws://$GATEWAY/v1/stream" --jwt-secret-file "$JWT" --clients 20 \
+python3 scripts/stackcheck.py ws-clients --url "ws://$GATEWAY/v1/stream" --jwt-secret-file "$JWT" --clients 20 \
   --seconds 150 --no-gaps --out "$tmp/ws-update.json" >"$tmp/ws-update.summary" 2>"$tmp/ws-update.err" &
 clients=$!
 sleep 10
@@ -299,7 +301,7 @@ RUN mv /usr/local/bin/predictor /usr/local/bin/predictor.real \
  && chmod 0755 /usr/local/bin/predictor
 USER 65532:65532
 DOCKERFILE
-stackcheck predict-load --base "http://$GATEWAY" --jwt-secret-file "$JWT" \
+python3 scripts/stackcheck.py predict-load --base "http://$GATEWAY" --jwt-secret-file "$JWT" \
   --seconds 600 --rate 40 >"$tmp/load-rollback.json" 2>"$tmp/load-rollback.err" &
 load=$!
 sleep 5
@@ -314,7 +316,7 @@ took=$(elapsed "$t0")
 image=$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${STACK}_predictor")
 case $image in fantasy/predictor:next*) ;; *) fail "after the rollback the predictor runs $image" ;; esac
 wait_for 120 service_healthy predictor || fail "the predictor is not healthy after the rollback"
-kill -INT "$load" 2>/dev/null || true
+kill -TERM "$load" 2>/dev/null || true
 wait "$load" || fail "requests failed while the unhealthy update rolled back: $(cat "$tmp/load-rollback.json" "$tmp/load-rollback.err")"
 passed "unhealthy predictor image rolled back by itself in $took s; REST load throughout: $(cat "$tmp/load-rollback.json")"
 
@@ -379,7 +381,7 @@ compose_over() {
   [ "$(psql_stack "SELECT count(*) || ' ' || count(DISTINCT game_id) FROM predictions")" = "$COMPOSE_GAMES $COMPOSE_GAMES" ]
 }
 ws_since=$(psql_stack "SELECT now() + interval '5 seconds'")
-stackcheck ws-collect --url "ws://$GATEWAY/v1/stream" --jwt-secret-file "$JWT" \
+python3 scripts/stackcheck.py ws-collect --url "ws://$GATEWAY/v1/stream" --jwt-secret-file "$JWT" \
   --seconds 400 --idle 45 --out "$tmp/ws-compose.json" >"$tmp/ws-compose.summary" 2>"$tmp/ws-compose.err" &
 ws_compose=$!
 sleep 5
