@@ -27,6 +27,7 @@
 #   scripts/stack-test.sh                  everything (about 35 minutes)
 #   SKIP_CARGO=1 scripts/stack-test.sh     reuse target/release
 #   KEEP=1 scripts/stack-test.sh           leave the stack up on failure
+#   COMPOSE_ONLY=1 scripts/stack-test.sh   the images and the Compose phase only
 #
 # It removes what it made (the stack, its volumes and secrets, the swarm if
 # it made it) when it ends, pass or fail. Idempotent: a stack left by an
@@ -74,7 +75,7 @@ remove_stack() {
   for kind in volume network; do
     docker "$kind" ls -q --filter "label=com.docker.stack.namespace=$STACK" | xargs -r docker "$kind" rm >/dev/null 2>&1 || true
   done
-  docker secret ls -q --filter "name=${STACK}_" | xargs -r docker secret rm >/dev/null 2>&1 || true
+  docker secret ls -q --filter "name=${STACK}_" 2>/dev/null | xargs -r docker secret rm >/dev/null 2>&1 || true
 }
 
 COMPOSE_PROJECT=fantasyc
@@ -148,6 +149,7 @@ bash scripts/build-images.sh 2>&1 | tee "$tmp/images.txt" >&2
 sizes=$(awk -F'\t' '/^fantasy\/(predictor|fanout|collector|trainer|fantasy):latest/ {printf "%s %s, ", $1, $2}' "$tmp/images.txt")
 passed "images built in $(elapsed "$t0") s: ${sizes%, }"
 
+if [ -z "${COMPOSE_ONLY:-}" ]; then
 # --- 1. the swarm, the secrets, the stack ------------------------------------------
 
 remove_stack
@@ -347,9 +349,12 @@ stackcheck rest-predictions --base "http://$GATEWAY" --jwt-secret-file "$JWT" --
   fail "predictions not readable over REST: $(cat "$tmp/rest.json")"
 passed "every game's prediction readable over REST through the gateway: $(cat "$tmp/rest.json")"
 
+fi
+
 # --- 7. docker-compose on one host ------------------------------------------------------
 
 remove_stack
+bash compose/make-secrets.sh >/dev/null
 # A shorter league: one collector, 20 teams, 60 rounds of history, 10 live
 # rounds over two minutes.
 export HTTP_PORT=$GATEWAY_PORT
