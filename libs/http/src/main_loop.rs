@@ -68,9 +68,6 @@ where
     F: FnOnce(C, TcpListener, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    // Before the configuration: checking it may build TLS clients (the S3
-    // model store's), which need the process's crypto provider.
-    fantasy_telemetry::install_crypto_provider();
     let cfg = match C::from_env(&Env::from_process()) {
         Ok(cfg) => cfg,
         Err(e) => {

@@ -144,8 +144,7 @@ fn open(url: &Url, settings: &StoreSettings) -> Result<(Arc<dyn ObjectStore>, Pa
                 .ok_or_else(|| bad("no bucket name".into()))?;
             // object_store's client is reqwest on rustls without a bundled
             // crypto provider: without one installed, building it panics.
-            // Ours is ring, as everywhere in the workspace.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            fantasy_telemetry::install_crypto_provider();
             let store = settings
                 .s3_builder(bucket)
                 .map_err(bad)?

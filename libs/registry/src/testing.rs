@@ -82,7 +82,7 @@ impl S3Server {
     /// Creates a bucket.
     pub async fn create_bucket(&self, name: &str) -> anyhow::Result<()> {
         let url = format!("{}/{name}", self.endpoint);
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        fantasy_telemetry::install_crypto_provider();
         let response = reqwest::Client::new()
             .put(&url)
             .send()
