@@ -69,20 +69,27 @@ if [ ! -f "$ort_lib/libonnxruntime.so.$ORT_VERSION" ]; then
   rm -rf "$tmp"
 fi
 
+# pip_tool DIR DIST SPEC: installs SPEC from PyPI into .tools/DIR (anew)
+# unless .tools/DIR already holds DIST (its `DIST.dist-info`).
+pip_tool() {
+  local dir=.tools/$1 dist=$2 spec=$3
+  [ -d "$dir/$dist.dist-info" ] && return 0
+  log "installing $spec into $dir"
+  rm -rf "$dir"
+  # (pip's resolver warnings about packages outside the target are noise.)
+  python3 -m pip install --quiet --disable-pip-version-check --target "$dir" "$spec" 2>&1 |
+    grep -v "^WARNING: Running pip as\|dependency conflicts\|requires .* but you have" >&2 || true
+  if [ ! -d "$dir/$dist.dist-info" ]; then
+    log "could not install $spec from PyPI"
+    exit 1
+  fi
+}
+
 # --- The ONNX reference checker ---------------------------------------------------
 # The trainer's exported graphs are checked in the tests by `onnx.checker`
 # (the `onnx` package, with shape inference), kept in .tools/python.
 ONNX_VERSION=1.23.2
-if [ ! -d ".tools/python/onnx-$ONNX_VERSION.dist-info" ]; then
-  log "installing the onnx package $ONNX_VERSION into .tools/python"
-  rm -rf .tools/python
-  python3 -m pip install --quiet --disable-pip-version-check --target .tools/python \
-    "onnx==$ONNX_VERSION" 2>&1 | grep -v "^WARNING: Running pip as" >&2 || true
-  if [ ! -d ".tools/python/onnx-$ONNX_VERSION.dist-info" ]; then
-    log "could not install onnx $ONNX_VERSION from PyPI"
-    exit 1
-  fi
-fi
+pip_tool python "onnx-$ONNX_VERSION" "onnx==$ONNX_VERSION"
 
 # --- A headless browser --------------------------------------------------------
 # The fanout's dashboard test drives Debian's Chromium through Debian's
@@ -95,16 +102,7 @@ fi
 # The model store's s3:// tests run against moto's S3 server (PyPI), kept in
 # .tools/moto and started by the tests themselves on a free port.
 MOTO_VERSION=5.2.5
-if [ ! -d ".tools/moto/moto-$MOTO_VERSION.dist-info" ]; then
-  log "installing moto[server] $MOTO_VERSION into .tools/moto"
-  rm -rf .tools/moto
-  python3 -m pip install --quiet --disable-pip-version-check --target .tools/moto \
-    "moto[server]==$MOTO_VERSION" 2>&1 | grep -v "^WARNING: Running pip as\|dependency conflicts\|requires .* but you have" >&2 || true
-  if [ ! -d ".tools/moto/moto-$MOTO_VERSION.dist-info" ]; then
-    log "could not install moto[server] $MOTO_VERSION from PyPI"
-    exit 1
-  fi
-fi
+pip_tool moto "moto-$MOTO_VERSION" "moto[server]==$MOTO_VERSION"
 
 # --- Deployment file checks ------------------------------------------------------
 # scripts/check-deploy.sh validates the Compose and Swarm files, the
