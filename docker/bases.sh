@@ -236,6 +236,12 @@ done
 ((${#selected[@]})) || selected=(debian runtime python)
 
 ((EUID == 0)) || die "run as root (mmdebstrap's root mode builds the file systems)"
+if ! command -v mmdebstrap >/dev/null && command -v apt-get >/dev/null; then
+  echo "bases.sh: installing mmdebstrap from Debian" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null; } ||
+    die "could not install mmdebstrap with apt-get"
+fi
 for tool in mmdebstrap docker dpkg; do
   command -v "$tool" >/dev/null || die "$tool is not installed"
 done

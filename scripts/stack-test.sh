@@ -334,7 +334,17 @@ exactly_once() {
 wait_for 120 exactly_once ||
   fail "Postgres: $(games_in) games, $(psql_stack "SELECT count(*) || ' predictions of ' || count(DISTINCT game_id) FROM predictions") games (want $GAMES each, once)"
 [ "$(games_in)" = "$GAMES" ] || fail "Postgres has $(games_in) games, not $GAMES"
-passed "season over: $GAMES games, $GAMES predictions in Postgres, one per game, after every kill and update"
+# What the services did to get there, as Prometheus saw it (counters of
+# replaced containers go with them: a floor).
+prom_number() {
+  prom "$1" | python3 -c 'import json, sys
+rows = json.load(sys.stdin)["data"]["result"]
+print(int(float(rows[0]["value"][1])) if rows else 0)'
+}
+no_stall() { [ "$(prom_number 'max(kafka_consumer_group_stalled_partitions)')" = 0 ]; }
+wait_for 60 no_stall || fail "a consumer group is stalled at the season's end: $(prom 'kafka_consumer_group_stalled_partitions%3E0' || true)"
+healed="group rejoins after a stall: $(prom_number 'sum(kafka_consumer_rejoins_total)'), producers replaced after a fence: $(prom_number 'sum(kafka_producer_replaced_total)')"
+passed "season over: $GAMES games, $GAMES predictions in Postgres, one per game, after every kill and update; no group stalled; $healed"
 
 psql_stack "SELECT game_id FROM games ORDER BY game_id" >"$tmp/games.txt"
 psql_stack "SELECT game_id FROM predictions WHERE predicted_at > '$ws_since' ORDER BY game_id" >"$tmp/live-games.txt"
@@ -342,9 +352,12 @@ psql_stack "SELECT game_id FROM predictions WHERE predicted_at > '$ws_since' ORD
   fail "only $(wc -l <"$tmp/live-games.txt") games were predicted while the WebSocket client listened"
 wait "$ws_all" ||
   fail "the WebSocket client through the gateway: $(cat "$tmp/ws-all.summary" "$tmp/ws-all.err")"
-stackcheck ws-report --in "$tmp/ws-all.json" --expect-games "$tmp/live-games.txt" >"$tmp/ws-all.check" ||
+# The predictor killed mid-batch announces that batch again when its games
+# are redelivered (at-least-once; Postgres keeps one row): the client may
+# see such a prediction twice, identical. Any other repeat fails.
+stackcheck ws-report --in "$tmp/ws-all.json" --expect-games "$tmp/live-games.txt" --allow-redelivered >"$tmp/ws-all.check" ||
   fail "not every game reached the WebSocket client once: $(cat "$tmp/ws-all.check")"
-passed "every game's prediction reached the WebSocket client through the gateway once: $(cat "$tmp/ws-all.check")"
+passed "every game's prediction reached the WebSocket client through the gateway, once or (after the kills) redelivered identical: $(cat "$tmp/ws-all.check")"
 stackcheck rest-predictions --base "http://$GATEWAY" --jwt-secret-file "$JWT" --games "$tmp/games.txt" >"$tmp/rest.json" ||
   fail "predictions not readable over REST: $(cat "$tmp/rest.json")"
 passed "every game's prediction readable over REST through the gateway: $(cat "$tmp/rest.json")"

@@ -867,7 +867,10 @@ def cmd_ws_report(args) -> tuple[dict, list[str]]:
     frame; no (channel, partition, offset) may have been received twice;
     and each game must have come in exactly one prediction frame per
     channel (one prediction per game, delivered once), unless
-    --allow-repeats (then repeated games are only counted). With --no-gaps,
+    --allow-repeats (then repeated games are only counted), or, with
+    --allow-redelivered, unless every frame of the game carries the same
+    prediction (model version and probability): an at-least-once
+    redelivery after a crash, counted as `redelivered`. With --no-gaps,
     the collect run's gaps and unrecovered resubscriptions fail too. Prints
     frames, games, missing / repeated / unexpected games (with the first of
     each listed) and the collect run's reconnect figures."""
@@ -888,12 +891,23 @@ def cmd_ws_report(args) -> tuple[dict, list[str]]:
     for ch in channels:
         games = frames.get(ch, {})
         repeated = {g: sorted(f) for g, f in games.items() if len(f) > 1}
+        redelivered = {}
+        if args.allow_redelivered:
+            contents = defaultdict(set)
+            for r in records:
+                if r.get("channel") == ch and r.get("game_id") in repeated:
+                    contents[r["game_id"]].add((r.get("model_version"), r.get("home_win_prob")))
+            redelivered = {g: f for g, f in repeated.items() if len(contents[g]) == 1}
+            repeated = {g: f for g, f in repeated.items() if g not in redelivered}
         entry: dict = {
             "frames": sum(len(f) for f in games.values()),
             "games": len(games),
             "repeated_games": len(repeated),
             "repeated": [{"game_id": g, "frames": [list(x) for x in f]}
                          for g, f in list(repeated.items())[:LIST_LIMIT]],
+            "redelivered_games": len(redelivered),
+            "redelivered": [{"game_id": g, "frames": [list(x) for x in f]}
+                            for g, f in list(redelivered.items())[:LIST_LIMIT]],
         }
         if repeated and not args.allow_repeats:
             failures.append(f"{ch}: {len(repeated)} games came in more than one frame: {list(repeated)[:10]}")
@@ -1325,6 +1339,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--expect-games", metavar="FILE", help="game ids (one a line) that must each have a frame")
     c.add_argument("--allow-repeats", action="store_true",
                    help="a game in more than one frame (per channel) is counted, not a failure")
+    c.add_argument("--allow-redelivered", action="store_true",
+                   help="a game in more than one frame, each with the same prediction, is counted, not a failure")
     c.add_argument("--no-gaps", action="store_true",
                    help="fail on the collect run's gaps and unrecovered resubscriptions")
     c.set_defaults(func=cmd_ws_report)

@@ -80,6 +80,10 @@ pub struct KafkaConfig {
     /// `KAFKA_REQUEST_TIMEOUT`: how long metadata and admin requests wait for
     /// the cluster (start-up checks, topic creation).
     pub request_timeout: Duration,
+    /// `KAFKA_STALL_AFTER`: how long messages may wait on a partition with
+    /// its group's committed offset unchanged before `/ready` calls the
+    /// stream stalled (zero turns the watch off).
+    pub stall_after: Duration,
     /// `KAFKA_EXTRA`: further librdkafka properties, `key=value` pairs separated
     /// by commas (security settings, tuning). They override ours.
     pub extra: Vec<(String, String)>,
@@ -100,6 +104,7 @@ impl KafkaConfig {
             compression: Compression::Lz4,
             delivery_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
+            stall_after: Duration::from_secs(60),
             extra: Vec::new(),
         }
     }
@@ -133,6 +138,7 @@ impl KafkaConfig {
             compression: p.parse("KAFKA_COMPRESSION", d.compression),
             delivery_timeout: p.duration("KAFKA_DELIVERY_TIMEOUT", d.delivery_timeout),
             request_timeout: p.duration("KAFKA_REQUEST_TIMEOUT", d.request_timeout),
+            stall_after: p.duration("KAFKA_STALL_AFTER", d.stall_after),
             extra,
         }
     }
@@ -167,7 +173,7 @@ impl fmt::Display for KafkaConfig {
             f,
             "brokers={} client_id={} topic_prefix={:?} partitions={} replication_factor={} \
              create_topics={} linger={:?} batch_bytes={} compression={} delivery_timeout={:?} \
-             request_timeout={:?} extra_keys=[{}]",
+             request_timeout={:?} stall_after={:?} extra_keys=[{}]",
             self.brokers,
             self.client_id,
             self.topic_prefix,
@@ -179,6 +185,7 @@ impl fmt::Display for KafkaConfig {
             self.compression,
             self.delivery_timeout,
             self.request_timeout,
+            self.stall_after,
             // Extra values may be SASL passwords: print keys only.
             self.extra
                 .iter()

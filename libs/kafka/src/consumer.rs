@@ -4,7 +4,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fantasy_messages::{DecodeError, Message};
 use rdkafka::client::ClientContext;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::trace::TraceHeaders;
-use crate::{KafkaConfig, Producer};
+use crate::{KafkaConfig, Producer, ProgressWatch};
 
 /// Turns a payload into a value; implemented for every message type, for
 /// [`Raw`] bytes, and by services for enums over several topics.
@@ -110,6 +110,9 @@ pub struct ConsumerOptions {
     /// First and longest wait between attempts of a failing batch.
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// Whether the member leaves and rejoins its group when its
+    /// [`ProgressWatch`] sees partitions it does not hold stall.
+    pub rejoin_when_stalled: bool,
 }
 
 impl ConsumerOptions {
@@ -129,6 +132,7 @@ impl ConsumerOptions {
             dead_letter_topic: None,
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
+            rejoin_when_stalled: true,
         }
     }
 }
@@ -167,6 +171,9 @@ pub struct RunSummary {
     pub poison: u64,
     /// Failed handler attempts (each retried).
     pub handler_failures: u64,
+    /// Times the member left and rejoined its group because partitions it
+    /// did not hold had stalled.
+    pub rejoins: u64,
 }
 
 /// librdkafka callbacks: logs, statistics (consumer lag), rebalances.
@@ -177,7 +184,7 @@ struct Ctx {
     generation: AtomicU64,
     /// The partitions held now, kept here so that a probe can read them
     /// without holding the consumer open.
-    assignment: Arc<Mutex<Vec<(String, i32)>>>,
+    assignment: Arc<Mutex<Assignment>>,
     /// Set once the final commit is done: the revoke of the close then
     /// commits nothing more (a synchronous commit from inside the close's
     /// rebalance can stall it).
@@ -187,7 +194,15 @@ struct Ctx {
 impl Ctx {
     fn set_assignment(&self, f: impl FnOnce(&mut Vec<(String, i32)>)) {
         if let Ok(mut a) = self.assignment.lock() {
-            f(&mut a);
+            f(&mut a.partitions);
+        }
+    }
+
+    /// Marks the member as settled in a generation (`true`, on an assign)
+    /// or between generations (on a revoke or an error).
+    fn set_settled(&self, settled: bool) {
+        if let Ok(mut a) = self.assignment.lock() {
+            a.since = settled.then(Instant::now);
         }
     }
 }
@@ -247,6 +262,7 @@ impl ConsumerContext for Ctx {
                         .any(|e| e.topic() == t && e.partition() == *p)
                 })
             });
+            self.set_settled(false);
             info!(group = %self.group, partitions = tpl.count(), "partitions revoked");
             metrics::counter!("kafka_consumer_rebalances_total", "group" => self.group.clone(), "kind" => "revoke")
                 .increment(1);
@@ -264,12 +280,14 @@ impl ConsumerContext for Ctx {
                         }
                     }
                 });
+                self.set_settled(true);
                 info!(group = %self.group, partitions = tpl.count(), "partitions assigned");
                 metrics::counter!("kafka_consumer_rebalances_total", "group" => self.group.clone(), "kind" => "assign")
                     .increment(1);
             }
             Rebalance::Error(e) => {
                 self.set_assignment(Vec::clear);
+                self.set_settled(false);
                 warn!(group = %self.group, error = %e, "rebalance error")
             }
             Rebalance::Revoke(_) => {}
@@ -331,6 +349,8 @@ impl<M> Taken<M> {
 pub struct Consumer<M> {
     inner: StreamConsumer<Ctx>,
     opts: ConsumerOptions,
+    /// Told by this consumer's [`ProgressWatch`] to leave and rejoin.
+    rejoin: Arc<tokio::sync::Notify>,
     dead_letters: Option<Producer>,
     _value: PhantomData<fn() -> M>,
 }
@@ -412,6 +432,7 @@ impl<M: Decode> Consumer<M> {
         Ok(Self {
             inner,
             opts,
+            rejoin: Arc::default(),
             dead_letters,
             _value: PhantomData,
         })
@@ -421,6 +442,47 @@ impl<M: Decode> Consumer<M> {
     /// `run` owns the consumer.
     pub fn assignment_probe(&self) -> AssignmentProbe {
         AssignmentProbe(Arc::clone(&self.inner.context().assignment))
+    }
+
+    /// Watches this consumer's group (see [`ProgressWatch`]), answering for
+    /// this member. When partitions it does not hold stall, the member
+    /// leaves the group and joins again, at most once per stall time: the
+    /// coordinator then shares the partitions among the live members again
+    /// (what recovers a group that a coordinator left with a dead member's
+    /// partitions).
+    pub fn progress_watch(&self, cfg: &KafkaConfig) -> Result<ProgressWatch, KafkaError> {
+        ProgressWatch::start_for(
+            cfg,
+            &self.opts.group_id,
+            &self.opts.topics,
+            self.opts.start_from,
+            Some(self.assignment_probe()),
+            self.opts
+                .rejoin_when_stalled
+                .then(|| Arc::clone(&self.rejoin)),
+        )
+    }
+
+    /// Leaves the group and joins it again as a new member.
+    fn rejoin(&self) -> Result<(), ConsumerError> {
+        warn!(
+            group = %self.opts.group_id,
+            "partitions this member does not hold have stalled: leaving the group and joining again"
+        );
+        metrics::counter!("kafka_consumer_rejoins_total", "group" => self.opts.group_id.clone())
+            .increment(1);
+        // librdkafka leaves the group once the revoke is done and holds the
+        // new subscription until then.
+        self.inner.context().set_settled(false);
+        self.inner.unsubscribe();
+        let topics: Vec<&str> = self.opts.topics.iter().map(String::as_str).collect();
+        self.inner
+            .subscribe(&topics)
+            .map_err(|source| ConsumerError::Subscribe {
+                group: self.opts.group_id.clone(),
+                topics: self.opts.topics.join(","),
+                source: Box::new(source),
+            })
     }
 
     /// Reads until `shutdown`, handing batches to `handler`. On shutdown the
@@ -484,6 +546,11 @@ impl<M: Decode> Consumer<M> {
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
+                () = self.rejoin.notified() => {
+                    self.rejoin()?;
+                    summary.rejoins += 1;
+                    continue;
+                }
                 m = self.inner.recv() => m,
             };
             match first {
@@ -689,10 +756,15 @@ impl<M: Decode> Consumer<M> {
         summary: &mut RunSummary,
     ) -> bool {
         let mut backoff = self.opts.retry_initial;
+        let probe = self.assignment_probe();
         loop {
             match handler.handle(records).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    probe.set_failing(false);
+                    return true;
+                }
                 Err(e) => {
+                    probe.set_failing(true);
                     summary.handler_failures += 1;
                     metrics::counter!("kafka_consumer_handler_errors_total", "group" => self.opts.group_id.clone())
                         .increment(1);
@@ -734,14 +806,45 @@ fn next_offsets<'a>(positions: impl Iterator<Item = (&'a str, i32, i64)>) -> Top
     tpl
 }
 
+/// The partitions a member holds, and since when (none while it is between
+/// generations: joining, or after a revoke).
+#[derive(Debug, Default)]
+struct Assignment {
+    partitions: Vec<(String, i32)>,
+    since: Option<Instant>,
+    /// Whether the handler's last attempt failed (its batch is being
+    /// retried).
+    failing: bool,
+}
+
 /// Reports a consumer's assignment (tests and readiness use it).
 #[derive(Clone, Debug)]
-pub struct AssignmentProbe(Arc<Mutex<Vec<(String, i32)>>>);
+pub struct AssignmentProbe(Arc<Mutex<Assignment>>);
 
 impl AssignmentProbe {
     /// The partitions held now, as `(topic, partition)`.
     pub fn assignment(&self) -> Vec<(String, i32)> {
-        self.0.lock().map(|a| a.clone()).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|a| a.partitions.clone())
+            .unwrap_or_default()
+    }
+
+    /// How long the member has held its assignment (possibly empty) since
+    /// the group last settled; `None` while it joins or rebalances.
+    pub fn settled_for(&self) -> Option<std::time::Duration> {
+        self.0.lock().ok()?.since.map(|t| t.elapsed())
+    }
+
+    /// Whether the member's handler is failing (retrying a batch).
+    pub fn handler_failing(&self) -> bool {
+        self.0.lock().map(|a| a.failing).unwrap_or(false)
+    }
+
+    fn set_failing(&self, failing: bool) {
+        if let Ok(mut a) = self.0.lock() {
+            a.failing = failing;
+        }
     }
 }
 

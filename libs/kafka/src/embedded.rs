@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use anyhow::{Context as _, anyhow};
 use fantasy_messages::TopicSpec;
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 enum Command {
     CreateTopic {
@@ -28,6 +29,11 @@ enum Command {
     },
     BrokerUp {
         id: i32,
+        reply: mpsc::Sender<anyhow::Result<()>>,
+    },
+    FailRequests {
+        api: RDKafkaApiKey,
+        errors: Vec<RDKafkaRespErr>,
         reply: mpsc::Sender<anyhow::Result<()>>,
     },
     Stop,
@@ -84,6 +90,10 @@ impl EmbeddedBroker {
                         }
                         Command::BrokerUp { id, reply } => {
                             let _ = reply.send(cluster.broker_up(id).map_err(Into::into));
+                        }
+                        Command::FailRequests { api, errors, reply } => {
+                            cluster.request_errors(api, &errors);
+                            let _ = reply.send(Ok(()));
                         }
                         Command::Stop => break,
                     }
@@ -152,6 +162,20 @@ impl EmbeddedBroker {
     /// Brings broker `id` back.
     pub fn broker_up(&self, id: i32) -> anyhow::Result<()> {
         self.call(|reply| Command::BrokerUp { id, reply })
+    }
+
+    /// Answers the next requests of kind `api`, from any client, with
+    /// `errors`, one each, in order (then normally again).
+    pub fn fail_requests(
+        &self,
+        api: RDKafkaApiKey,
+        errors: &[RDKafkaRespErr],
+    ) -> anyhow::Result<()> {
+        self.call(|reply| Command::FailRequests {
+            api,
+            errors: errors.to_vec(),
+            reply,
+        })
     }
 }
 

@@ -10,6 +10,8 @@
 //!   shutdown). A failing handler is retried with backoff and never skipped; a
 //!   payload that cannot be decoded (a poison message) is counted, logged,
 //!   optionally copied to a dead-letter topic, and passed over.
+//! - [`ProgressWatch`] tells when a group's stream stops moving: messages
+//!   wait and its committed offsets stay put (`/ready` reports it).
 //! - [`TailReader`] reads every partition of a topic from chosen offsets,
 //!   outside any group (each fanout replica reads everything).
 //! - [`ensure_topics`] creates the stack's topics on a real broker.
@@ -23,6 +25,7 @@ mod consumer;
 #[cfg(feature = "embedded")]
 mod embedded;
 mod producer;
+mod progress;
 mod tail;
 mod trace;
 
@@ -37,5 +40,6 @@ pub use consumer::{
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedBroker;
 pub use producer::{Producer, PublishError};
+pub use progress::{GroupProgress, ProgressWatch, StalledPartition};
 pub use rdkafka::error::KafkaError;
 pub use tail::{TailReader, TailRecord, TailStart};

@@ -1,9 +1,12 @@
 //! The typed, idempotent producer.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use fantasy_messages::{EncodeError, Message};
 use futures::future::join_all;
+use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
@@ -29,16 +32,32 @@ pub enum PublishError {
 /// An idempotent producer (`acks=all`, `enable.idempotence`): a retried send
 /// never duplicates or reorders a message within its partition. Cheap to
 /// clone; clones share one connection set.
+///
+/// A librdkafka producer that was fenced (`PRODUCER_FENCED`: the broker gave
+/// its producer id to someone else) or hit a fatal error never sends again;
+/// librdkafka leaves it to the application to make a new one. This one does
+/// that itself: the send that sees it fails (the caller's retry is safe, as
+/// every consumer is idempotent) and the next goes through a new client with
+/// a new producer id.
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    inner: Arc<ArcSwap<Client>>,
+    /// How to make a new client; serializes replacements.
+    config: Arc<Mutex<ClientConfig>>,
     topics: Topics,
+}
+
+/// One librdkafka producer and its place in the line of replacements.
+struct Client {
+    generation: u64,
+    producer: FutureProducer,
 }
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
             .field("topics", &self.topics)
+            .field("generation", &self.generation())
             .finish_non_exhaustive()
     }
 }
@@ -65,15 +84,68 @@ impl Producer {
             .set("queue.buffering.max.messages", "1000000")
             .set("queue.buffering.max.kbytes", "1048576");
         cfg.apply_extra(&mut c);
+        let producer = c.create()?;
         Ok(Self {
-            inner: c.create()?,
+            inner: Arc::new(ArcSwap::from_pointee(Client {
+                generation: 0,
+                producer,
+            })),
+            config: Arc::new(Mutex::new(c)),
             topics: cfg.topics(),
         })
     }
 
-    /// The topic names this producer publishes to.
-    pub fn topics(&self) -> &Topics {
-        &self.topics
+    /// How many times the librdkafka client was replaced after it was fenced
+    /// or failed fatally (0 for the first one).
+    pub fn generation(&self) -> u64 {
+        self.inner.load().generation
+    }
+
+    /// After a failed delivery by the client of `generation`: if librdkafka
+    /// will never send with that client again, makes a new one (once, however
+    /// many sends saw the failure).
+    fn recover(&self, generation: u64, error: &KafkaError) {
+        let current = self.inner.load();
+        if current.generation != generation {
+            return;
+        }
+        let reason = if error.rdkafka_error_code() == Some(RDKafkaErrorCode::ProducerFenced) {
+            "fenced".to_owned()
+        } else if let Some((code, why)) = current.producer.client().fatal_error() {
+            format!("fatal error {code:?}: {why}")
+        } else {
+            return;
+        };
+        drop(current);
+        let Ok(config) = self.config.lock() else {
+            return;
+        };
+        if self.inner.load().generation != generation {
+            return;
+        }
+        match config.create::<FutureProducer>() {
+            Ok(producer) => {
+                let old = self.inner.swap(Arc::new(Client {
+                    generation: generation + 1,
+                    producer,
+                }));
+                tracing::warn!(
+                    %reason,
+                    generation = generation + 1,
+                    "the Kafka producer can no longer send; replaced it with a new one"
+                );
+                metrics::counter!("kafka_producer_replaced_total").increment(1);
+                // Dropping a producer purges and flushes it (up to 500 ms)
+                // and joins its thread: not on the async runtime.
+                let _ = std::thread::Builder::new()
+                    .name("kafka-producer-drop".into())
+                    .spawn(move || drop(old));
+            }
+            Err(e) => tracing::error!(
+                %reason,
+                "the Kafka producer can no longer send and a new one could not be made: {e}"
+            ),
+        }
     }
 
     /// Publishes `message` on its own topic (`M::TOPIC` under the prefix).
@@ -120,15 +192,17 @@ impl Producer {
         }
         let headers = trace::current_context_headers();
         let mut pending = Vec::with_capacity(messages.len());
+        let mut generation = 0;
         for (m, payload) in messages.iter().zip(&payloads) {
-            pending.push(
-                self.enqueue(topic, Some(m.key().as_bytes()), payload, headers.clone())
-                    .await?,
-            );
+            let (future, g) = self
+                .enqueue(topic, Some(m.key().as_bytes()), payload, headers.clone())
+                .await?;
+            generation = g;
+            pending.push(future);
         }
         let mut first_error = None;
         for result in join_all(pending).await {
-            if let Err(e) = delivery_result(topic, result) {
+            if let Err(e) = self.delivery_result(topic, generation, result) {
                 first_error.get_or_insert(e);
             }
         }
@@ -145,22 +219,23 @@ impl Producer {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<(i32, i64), PublishError> {
-        let future = self.enqueue(topic, key, payload, headers).await?;
-        let result = delivery_result(topic, future.await);
+        let (future, generation) = self.enqueue(topic, key, payload, headers).await?;
+        let result = self.delivery_result(topic, generation, future.await);
         metrics::counter!("kafka_producer_messages_total", "topic" => topic.to_owned())
             .increment(1);
         result
     }
 
     /// Hands one record to librdkafka's queue; waits (asynchronously) while
-    /// the queue is full rather than failing: the queue is the bound.
+    /// the queue is full rather than failing: the queue is the bound. Returns
+    /// the delivery and the generation of the client that took it.
     async fn enqueue(
         &self,
         topic: &str,
         key: Option<&[u8]>,
         payload: &[u8],
         headers: Option<OwnedHeaders>,
-    ) -> Result<DeliveryFuture, PublishError> {
+    ) -> Result<(DeliveryFuture, u64), PublishError> {
         let mut headers = headers;
         loop {
             let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
@@ -170,8 +245,9 @@ impl Producer {
             if let Some(h) = headers.take() {
                 record = record.headers(h);
             }
-            match self.inner.send_result(record) {
-                Ok(future) => return Ok(future),
+            let client = self.inner.load();
+            match client.producer.send_result(record) {
+                Ok(future) => return Ok((future, client.generation)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
                     headers = record.headers;
                     metrics::counter!("kafka_producer_queue_full_total").increment(1);
@@ -180,6 +256,9 @@ impl Producer {
                 Err((source, _)) => {
                     metrics::counter!("kafka_producer_errors_total", "topic" => topic.to_owned())
                         .increment(1);
+                    let generation = client.generation;
+                    drop(client);
+                    self.recover(generation, &source);
                     return Err(PublishError::Delivery {
                         topic: topic.to_owned(),
                         source,
@@ -192,31 +271,34 @@ impl Producer {
     /// Waits until everything queued is delivered, or `timeout` passes.
     /// Call before exit: librdkafka drops what is still queued on close.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.inner.flush(Timeout::After(timeout))
+        self.inner.load().producer.flush(Timeout::After(timeout))
     }
 
     /// Messages queued or in flight, not yet acknowledged.
     pub fn in_flight(&self) -> i32 {
-        self.inner.in_flight_count()
+        self.inner.load().producer.in_flight_count()
     }
-}
 
-fn delivery_result(
-    topic: &str,
-    result: Result<
-        rdkafka::producer::future_producer::OwnedDeliveryResult,
-        futures::channel::oneshot::Canceled,
-    >,
-) -> Result<(i32, i64), PublishError> {
-    let source = match result {
-        Ok(Ok(d)) => return Ok((d.partition, d.offset)),
-        Ok(Err((e, _message))) => e,
-        // The producer was torn down with the message queued.
-        Err(_) => KafkaError::Canceled,
-    };
-    metrics::counter!("kafka_producer_errors_total", "topic" => topic.to_owned()).increment(1);
-    Err(PublishError::Delivery {
-        topic: topic.to_owned(),
-        source,
-    })
+    fn delivery_result(
+        &self,
+        topic: &str,
+        generation: u64,
+        result: Result<
+            rdkafka::producer::future_producer::OwnedDeliveryResult,
+            futures::channel::oneshot::Canceled,
+        >,
+    ) -> Result<(i32, i64), PublishError> {
+        let source = match result {
+            Ok(Ok(d)) => return Ok((d.partition, d.offset)),
+            Ok(Err((e, _message))) => e,
+            // The producer was torn down with the message queued.
+            Err(_) => KafkaError::Canceled,
+        };
+        metrics::counter!("kafka_producer_errors_total", "topic" => topic.to_owned()).increment(1);
+        self.recover(generation, &source);
+        Err(PublishError::Delivery {
+            topic: topic.to_owned(),
+            source,
+        })
+    }
 }

@@ -538,3 +538,335 @@ async fn tail_readers_see_every_partition_from_where_they_start() {
     b.sort();
     assert_eq!(a, b);
 }
+
+/// Produces `n` games and returns how many a fresh group reads back.
+async fn read_back(cfg: &KafkaConfig, expect: usize) -> Vec<String> {
+    let collected = Collect::default();
+    let running = start(
+        cfg,
+        options(&group(), &cfg.topics().games),
+        collected.clone(),
+    );
+    eventually("the games to be read back", Duration::from_secs(30), || {
+        collected.len() >= expect
+    })
+    .await;
+    running.stop().await;
+    collected.ids()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_producer_is_replaced_and_the_next_send_goes_through() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (broker, mut cfg) = setup();
+    cfg.delivery_timeout = Duration::from_secs(5);
+    let producer = Producer::new(&cfg).unwrap();
+    with_timeout(producer.publish(&game("before")))
+        .await
+        .unwrap();
+    assert_eq!(producer.generation(), 0);
+
+    // The broker gives our producer id to someone else (what tansu did to a
+    // collector): every Produce of this client is refused from now on.
+    broker
+        .fail_requests(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+        )
+        .unwrap();
+    let err = with_timeout(producer.publish(&game("fenced")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ProducerFenced"), "{err}");
+    assert_eq!(producer.generation(), 1, "the fenced client was replaced");
+
+    // The caller's retry goes through the new client; clones share it.
+    let clone = producer.clone();
+    with_timeout(clone.publish(&game("fenced"))).await.unwrap();
+    with_timeout(producer.publish_batch(&games(5, "after")))
+        .await
+        .unwrap();
+    assert_eq!(producer.generation(), 1, "replaced once, not per send");
+
+    let mut ids = read_back(&cfg, 7).await;
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "after-0", "after-1", "after-2", "after-3", "after-4", "before", "fenced"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_with_a_fatal_error_is_replaced_instead_of_failing_forever() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (broker, mut cfg) = setup();
+    cfg.delivery_timeout = Duration::from_secs(5);
+    // Fenced while getting its producer id: librdkafka makes that a fatal
+    // error, after which the client never sends again.
+    broker
+        .fail_requests(
+            RDKafkaApiKey::InitProducerId,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+        )
+        .unwrap();
+    let producer = Producer::new(&cfg).unwrap();
+    let err = with_timeout(producer.publish(&game("lost")))
+        .await
+        .unwrap_err();
+    assert_eq!(producer.generation(), 1, "replaced after: {err}");
+    for i in 0..3 {
+        with_timeout(producer.publish(&game(&format!("sent-{i}"))))
+            .await
+            .unwrap();
+    }
+    let mut ids = read_back(&cfg, 3).await;
+    ids.sort();
+    assert_eq!(ids, ["sent-0", "sent-1", "sent-2"]);
+}
+
+/// Collects what it is given, except batches with a record of partition
+/// `stuck`, which it fails: that partition never moves.
+#[derive(Clone, Default)]
+struct StuckOn {
+    stuck: i32,
+    inner: Collect,
+}
+
+impl Handler<Game> for StuckOn {
+    async fn handle(&mut self, batch: &[Record<Game>]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            batch.iter().all(|r| r.partition != self.stuck),
+            "partition {} cannot be handled",
+            self.stuck
+        );
+        self.inner.handle(batch).await
+    }
+}
+
+/// Takes `ms` per batch.
+#[derive(Clone, Default)]
+struct Slow {
+    ms: u64,
+    inner: Collect,
+}
+
+impl Handler<Game> for Slow {
+    async fn handle(&mut self, batch: &[Record<Game>]) -> anyhow::Result<()> {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        self.inner.handle(batch).await
+    }
+}
+
+/// A topic of its own with `partitions` partitions, and `n` games on it.
+async fn topic_with_games(
+    broker: &EmbeddedBroker,
+    cfg: &KafkaConfig,
+    partitions: i32,
+    n: usize,
+) -> String {
+    let topic = format!(
+        "{}watched-{}",
+        cfg.topic_prefix,
+        uuid::Uuid::new_v4().simple()
+    );
+    broker.create_topic(&topic, partitions).unwrap();
+    let producer = Producer::new(cfg).unwrap();
+    for g in games(n, "w") {
+        with_timeout(producer.publish_to(&topic, &g)).await.unwrap();
+    }
+    topic
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_reads_nothing_is_stalled_until_it_moves() {
+    let (broker, mut cfg) = setup();
+    cfg.stall_after = Duration::from_secs(2);
+    let topic = topic_with_games(&broker, &cfg, 2, 20).await;
+    let group = group();
+    // Nobody reads yet: 20 messages wait and nothing moves.
+    let watch = fantasy_kafka::ProgressWatch::start(
+        &cfg,
+        &group,
+        std::slice::from_ref(&topic),
+        fantasy_kafka::StartFrom::Earliest,
+        None,
+    )
+    .unwrap();
+    eventually(
+        "the group to show as stalled",
+        Duration::from_secs(15),
+        || watch.check().is_err(),
+    )
+    .await;
+    let progress = watch.progress();
+    assert_eq!(progress.lag, 20);
+    assert_eq!(progress.stalled.iter().map(|s| s.lag).sum::<i64>(), 20);
+    assert!(progress.stalled.iter().all(|s| s.committed.is_none()));
+    let err = watch.check().unwrap_err().to_string();
+    assert!(err.contains(&group) && err.contains("20 messages"), "{err}");
+
+    // A member reads everything: the stall clears.
+    let collected = Collect::default();
+    let running = start(&cfg, options(&group, &topic), collected.clone());
+    eventually("the group to catch up", Duration::from_secs(30), || {
+        let p = watch.progress();
+        watch.check().is_ok() && p.lag == 0 && p.stalled.is_empty()
+    })
+    .await;
+    assert_eq!(collected.len(), 20);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_group_that_moves_is_not_stalled() {
+    let (broker, mut cfg) = setup();
+    cfg.stall_after = Duration::from_secs(2);
+    // One partition handled one message per 200 ms: 6 s of steady progress,
+    // three times the stall time.
+    let topic = topic_with_games(&broker, &cfg, 1, 30).await;
+    let group = group();
+    let mut opts = options(&group, &topic);
+    opts.max_batch = 1;
+    let consumer = Consumer::<Game>::new(&cfg, opts).unwrap();
+    let watch = consumer.progress_watch(&cfg).unwrap();
+    let slow = Slow {
+        ms: 200,
+        inner: Collect::default(),
+    };
+    let collected = slow.inner.clone();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { consumer.run(slow, token).await.unwrap() });
+    // The join alone looks like a stall (messages wait, nothing commits):
+    // the watch is asked once the group has moved.
+    eventually("the group to start moving", Duration::from_secs(30), || {
+        collected.len() >= 8
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let mut looked_while_waiting = 0;
+    while collected.len() < 30 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group never finished"
+        );
+        if let Err(e) = watch.check() {
+            panic!("a moving group was called stalled: {e:#}");
+        }
+        if watch.progress().lag > 0 {
+            looked_while_waiting += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(looked_while_waiting > 10, "the watch saw the backlog");
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_member_answers_for_the_partitions_it_holds() {
+    let (broker, mut cfg) = setup();
+    cfg.stall_after = Duration::from_secs(2);
+    // Two partitions, three members: one holds partition 0 and cannot
+    // handle it, one holds partition 1 and keeps up, one holds nothing.
+    let topic = topic_with_games(&broker, &cfg, 2, 20).await;
+    let group = group();
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let mut opts = options(&group, &topic);
+        // Rejoins would move the partitions while the test reads them.
+        opts.rejoin_when_stalled = false;
+        let consumer = Consumer::<Game>::new(&cfg, opts).unwrap();
+        let watch = consumer.progress_watch(&cfg).unwrap();
+        let probe = consumer.assignment_probe();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let handler = StuckOn {
+            stuck: 0,
+            inner: Collect::default(),
+        };
+        let task = tokio::spawn(async move { consumer.run(handler, token).await.unwrap() });
+        members.push((watch, probe, shutdown, task));
+    }
+    eventually("partition 0 to stall", Duration::from_secs(30), || {
+        let p = members[0].0.progress();
+        p.stalled.len() == 1 && p.stalled[0].partition == 0
+    })
+    .await;
+    eventually("the group to settle", Duration::from_secs(30), || {
+        let held: usize = members.iter().map(|m| m.1.assignment().len()).sum();
+        held == 2
+    })
+    .await;
+    for (watch, probe, _, _) in &members {
+        let held: Vec<i32> = probe.assignment().iter().map(|(_, p)| *p).collect();
+        let answer = watch.check();
+        match held.as_slice() {
+            [0] => {
+                let err = answer.unwrap_err().to_string();
+                assert!(
+                    err.contains("partitions this member holds, whose handler is failing"),
+                    "{err}"
+                );
+                assert!(err.contains(&format!("{topic}/0")), "{err}");
+            }
+            [1] => assert!(answer.is_ok(), "partition 1 moves: {answer:?}"),
+            // Idle, not stuck: it can serve (and would rejoin, were that on).
+            [] => assert!(answer.is_ok(), "an idle member: {answer:?}"),
+            other => panic!("unexpected assignment {other:?}"),
+        }
+    }
+    for (_, _, shutdown, task) in members {
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_rejoins_when_partitions_it_does_not_hold_stall() {
+    let (broker, mut cfg) = setup();
+    cfg.stall_after = Duration::from_secs(2);
+    // Two partitions, two members; whoever holds partition 1 cannot handle
+    // it. The other sees a partition it does not hold stall, and leaves and
+    // rejoins the group (what gives a stranded partition a live owner).
+    let topic = topic_with_games(&broker, &cfg, 2, 20).await;
+    let group = group();
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let consumer = Consumer::<Game>::new(&cfg, options(&group, &topic)).unwrap();
+        let watch = consumer.progress_watch(&cfg).unwrap();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let handler = StuckOn {
+            stuck: 1,
+            inner: Collect::default(),
+        };
+        let collected = handler.inner.clone();
+        let task = tokio::spawn(async move { consumer.run(handler, token).await.unwrap() });
+        members.push((watch, shutdown, task, collected));
+    }
+    eventually("partition 1 to stall", Duration::from_secs(30), || {
+        members[0]
+            .0
+            .progress()
+            .stalled
+            .iter()
+            .any(|s| s.partition == 1)
+    })
+    .await;
+    // A member rejoins once it has held its assignment for the stall time,
+    // at the watch's next look (every second here).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut rejoins = 0;
+    for (_, shutdown, task, _) in members {
+        shutdown.cancel();
+        let summary = tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("member did not stop")
+            .unwrap();
+        rejoins += summary.rejoins;
+    }
+    assert!(rejoins >= 1, "no member rejoined");
+}

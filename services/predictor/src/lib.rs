@@ -30,7 +30,8 @@ use fantasy_http::auth::Authenticator;
 use fantasy_http::{RateLimiter, layers};
 use fantasy_inference::{Engine, Runtime};
 use fantasy_kafka::{
-    Consumer, ConsumerOptions, Producer, StartFrom, broker_answers, ensure_stack_topics,
+    Consumer, ConsumerOptions, Producer, ProgressWatch, StartFrom, broker_answers,
+    ensure_stack_topics,
 };
 use fantasy_messages::{Game, ModelPublished};
 use fantasy_registry::Registry;
@@ -87,11 +88,13 @@ pub async fn run(
 
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     let consumers = CancellationToken::new();
+    let mut games_watch = None;
     if cfg.stream {
         let mut opts = ConsumerOptions::new(&cfg.group_id, [&topics.games]);
         opts.max_batch = cfg.stream_max_batch;
         opts.max_wait = cfg.stream_max_wait;
         let consumer = Consumer::<Game>::new(&cfg.kafka, opts)?;
+        games_watch = Some(consumer.progress_watch(&cfg.kafka)?);
         let handler =
             stream::GamesHandler::new(engine.clone(), db.clone(), cache.clone(), producer.clone());
         let token = consumers.clone();
@@ -159,6 +162,10 @@ pub async fn run(
             .check("kafka", move || {
                 let kafka = kafka.clone();
                 async move { broker_answers(&kafka).await }
+            })
+            .check("games stream", move || {
+                let answer = games_watch.as_ref().map_or(Ok(()), ProgressWatch::check);
+                async move { answer }
             })
     };
     let state = Arc::new(api::AppState {

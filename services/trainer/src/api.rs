@@ -213,11 +213,16 @@ async fn train(
             "not_enough_data",
             e.to_string(),
         )),
-        Ok(Err(RunError::Failed(e))) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "training_failed",
-            format!("{e:#}"),
-        )),
+        Ok(Err(RunError::Failed(e))) => {
+            // The cause (paths, SQL, the store's answers) is for the log;
+            // the client learns that it failed and where to look.
+            tracing::error!("training failed: {e:#}");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "training_failed",
+                "the training failed; the trainer's log has the cause",
+            ))
+        }
         Err(_) => Err(ApiError::unavailable(
             "shutting_down",
             "the trainer is shutting down",

@@ -33,7 +33,9 @@ use fantasy_db::Db;
 use fantasy_http::auth::Authenticator;
 use fantasy_http::layers;
 use fantasy_inference::Runtime;
-use fantasy_kafka::{Consumer, ConsumerOptions, Producer, broker_answers, ensure_stack_topics};
+use fantasy_kafka::{
+    Consumer, ConsumerOptions, Producer, ProgressWatch, broker_answers, ensure_stack_topics,
+};
 use fantasy_messages::{Outcome, Prediction};
 use fantasy_registry::{ModelStore, Registry};
 use fantasy_telemetry::Readiness;
@@ -111,9 +113,11 @@ pub async fn run(
 
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     let consumers = CancellationToken::new();
+    let mut watches = Vec::new();
     {
         let opts = ConsumerOptions::new(format!("{}.outcomes", cfg.group_id), [&topics.outcomes]);
         let consumer = Consumer::<Outcome>::new(&cfg.kafka, opts)?;
+        watches.push(consumer.progress_watch(&cfg.kafka)?);
         let handler = eval::OutcomesHandler(evaluator.clone());
         let token = consumers.clone();
         tasks.spawn(async move {
@@ -127,6 +131,7 @@ pub async fn run(
             [&topics.predictions],
         );
         let consumer = Consumer::<Prediction>::new(&cfg.kafka, opts)?;
+        watches.push(consumer.progress_watch(&cfg.kafka)?);
         let handler = eval::PredictionsHandler(evaluator.clone());
         let token = consumers.clone();
         tasks.spawn(async move {
@@ -155,6 +160,10 @@ pub async fn run(
             .check("kafka", move || {
                 let kafka = kafka.clone();
                 async move { broker_answers(&kafka).await }
+            })
+            .check("streams", move || {
+                let answer = watches.iter().try_for_each(ProgressWatch::check);
+                async move { answer }
             })
     };
     let state = Arc::new(api::AppState {

@@ -277,3 +277,63 @@ async fn a_failing_sink_is_retried_without_announcing_twice() {
     reader.await.unwrap().unwrap();
     app.stop().await.unwrap();
 }
+
+/// `/ready` sees a stream that does not move: games wait, every batch
+/// fails (the predictions table is away), every other check passes; it is
+/// ready again once the stream moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_does_not_move_makes_it_unready_until_it_moves() {
+    let infra = Infra::new().await;
+    let model = fixture("mlp_torch.onnx").display().to_string();
+    let app = App::spawn(
+        &infra,
+        &[("MODEL_PATH", &model), ("KAFKA_STALL_AFTER", "2s")],
+    )
+    .await;
+    let ready = || async {
+        let r = app.http.get(app.url("/ready")).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        (status, body)
+    };
+    eventually("ready", Duration::from_secs(30), || async {
+        ready().await.0 == 200
+    })
+    .await;
+
+    let pool = infra.db.db.pool();
+    sqlx::query("ALTER TABLE predictions RENAME TO predictions_away")
+        .execute(pool)
+        .await
+        .unwrap();
+    let producer = Producer::new(&infra.kafka).unwrap();
+    producer.publish_batch(&games(10)).await.unwrap();
+    eventually("not ready", Duration::from_secs(30), || async {
+        ready().await.0 == 503
+    })
+    .await;
+    let (_, body) = ready().await;
+    let checks = body["checks"].as_array().unwrap();
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["games stream"], "{body}");
+    let why = checks.iter().find(|c| c["name"] == "games stream").unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(why.contains("have not moved"), "{why}");
+
+    sqlx::query("ALTER TABLE predictions_away RENAME TO predictions")
+        .execute(pool)
+        .await
+        .unwrap();
+    eventually("ready again", Duration::from_secs(30), || async {
+        ready().await.0 == 200
+    })
+    .await;
+    assert_eq!(predictions_in_db(&infra).await, 9);
+    app.stop().await.unwrap();
+}

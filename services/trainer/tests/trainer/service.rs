@@ -488,3 +488,37 @@ async fn a_training_longer_than_the_request_timeout_is_answered_202_and_goes_on(
     assert!(infra.active().await.is_some());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_training_answers_500_without_its_cause_and_records_it() {
+    let infra = Infra::new().await;
+    infra.insert_history(15, 60).await;
+    let app = App::spawn(&infra, &[("TRAIN_BOOTSTRAP", "false")]).await;
+    // The model store's directory becomes a file: storing the artifact
+    // fails (as root too) after the model is trained.
+    let store = infra.store.path().to_owned();
+    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::write(&store, b"not a directory").unwrap();
+
+    let (status, body) = app.call("POST", "/v1/train").await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "training_failed");
+    let message = body["error"]["message"].as_str().unwrap();
+    let store_name = store.file_name().unwrap().to_str().unwrap();
+    assert!(
+        !message.contains(store_name) && !message.to_lowercase().contains("directory"),
+        "the cause leaked to the client: {message}"
+    );
+    // The operator finds it in the run's row (and the log).
+    let details: serde_json::Value = sqlx::query_scalar(
+        "SELECT details FROM training_runs WHERE trigger = 'api' AND status = 'failed'",
+    )
+    .fetch_one(infra.db.db.pool())
+    .await
+    .unwrap();
+    assert!(
+        details["error"].as_str().unwrap().contains(store_name),
+        "{details}"
+    );
+    app.stop().await;
+}
