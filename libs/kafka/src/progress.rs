@@ -158,7 +158,7 @@ impl ProgressWatch {
     }
 
     /// The readiness check: an error when this member holds a stalled
-    /// partition. Stalled partitions it does not hold are not its to report
+    /// partition, and has held its assignment for the stall time at least. Stalled partitions it does not hold are not its to report
     /// (it rejoins the group instead, see [`crate::Consumer::progress_watch`]):
     /// a member the coordinator left idle is no less able to serve. Without
     /// a member, any stalled partition is an error.
@@ -168,6 +168,15 @@ impl ProgressWatch {
         };
         let progress = self.progress();
         if progress.stalled.is_empty() {
+            return Ok(());
+        }
+        // A partition that came to this member in the last stall time (a
+        // rebalance) is not its stall yet: it gets the time to move it.
+        if shared
+            .member
+            .as_ref()
+            .is_some_and(|m| m.settled_for().is_none_or(|d| d < shared.stall_after))
+        {
             return Ok(());
         }
         let held = shared.member.as_ref().map(AssignmentProbe::assignment);

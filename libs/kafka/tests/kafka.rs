@@ -795,9 +795,14 @@ async fn each_member_answers_for_the_partitions_it_holds() {
         p.stalled.len() == 1 && p.stalled[0].partition == 0
     })
     .await;
+    // Settled, and for the stall time: a partition that just came to a
+    // member is not yet its stall.
     eventually("the group to settle", Duration::from_secs(30), || {
         let held: usize = members.iter().map(|m| m.1.assignment().len()).sum();
         held == 2
+            && members
+                .iter()
+                .all(|m| m.1.settled_for().is_some_and(|d| d >= cfg.stall_after))
     })
     .await;
     for (watch, probe, _, _) in &members {

@@ -387,7 +387,10 @@ async fn active_model_ready_and_metrics_describe_the_service() {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["model", "postgres", "redis", "kafka"]);
+    assert_eq!(
+        names,
+        ["model", "postgres", "redis", "kafka", "games stream"]
+    );
 
     app.post_json("/v1/predict", &json!({"features": vec![0.0; 8]}))
         .await;
