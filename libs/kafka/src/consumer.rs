@@ -111,7 +111,8 @@ pub struct ConsumerOptions {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     /// Whether the member leaves and rejoins its group when its
-    /// [`ProgressWatch`] sees partitions it does not hold stall.
+    /// [`ProgressWatch`] sees partitions it does not hold stall (or its own
+    /// while its handler succeeds).
     pub rejoin_when_stalled: bool,
 }
 
@@ -171,8 +172,8 @@ pub struct RunSummary {
     pub poison: u64,
     /// Failed handler attempts (each retried).
     pub handler_failures: u64,
-    /// Times the member left and rejoined its group because partitions it
-    /// did not hold had stalled.
+    /// Times the member left and rejoined its group on a stall (see
+    /// [`ConsumerOptions::rejoin_when_stalled`]).
     pub rejoins: u64,
 }
 
@@ -414,14 +415,7 @@ impl<M: Decode> Consumer<M> {
                     group: opts.group_id.clone(),
                     source: Box::new(source),
                 })?;
-        let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
-        inner
-            .subscribe(&topics)
-            .map_err(|source| ConsumerError::Subscribe {
-                group: opts.group_id.clone(),
-                topics: opts.topics.join(","),
-                source: Box::new(source),
-            })?;
+        subscribe(&inner, &opts)?;
         let dead_letters = match &opts.dead_letter_topic {
             Some(_) => Some(Producer::new(cfg).map_err(|source| ConsumerError::Create {
                 group: opts.group_id.clone(),
@@ -445,8 +439,9 @@ impl<M: Decode> Consumer<M> {
     }
 
     /// Watches this consumer's group (see [`ProgressWatch`]), answering for
-    /// this member. When partitions it does not hold stall, the member
-    /// leaves the group and joins again, at most once per stall time: the
+    /// this member. When partitions it does not hold stall (or its own
+    /// while its handler succeeds), the member leaves the group and joins
+    /// again, at most once per stall time: the
     /// coordinator then shares the partitions among the live members again
     /// (what recovers a group that a coordinator left with a dead member's
     /// partitions).
@@ -467,7 +462,7 @@ impl<M: Decode> Consumer<M> {
     fn rejoin(&self) -> Result<(), ConsumerError> {
         warn!(
             group = %self.opts.group_id,
-            "partitions this member does not hold have stalled: leaving the group and joining again"
+            "the group's stream has stalled where this member cannot move it: leaving the group and joining again"
         );
         metrics::counter!("kafka_consumer_rejoins_total", "group" => self.opts.group_id.clone())
             .increment(1);
@@ -475,14 +470,7 @@ impl<M: Decode> Consumer<M> {
         // new subscription until then.
         self.inner.context().set_settled(false);
         self.inner.unsubscribe();
-        let topics: Vec<&str> = self.opts.topics.iter().map(String::as_str).collect();
-        self.inner
-            .subscribe(&topics)
-            .map_err(|source| ConsumerError::Subscribe {
-                group: self.opts.group_id.clone(),
-                topics: self.opts.topics.join(","),
-                source: Box::new(source),
-            })
+        subscribe(&self.inner, &self.opts)
     }
 
     /// Reads until `shutdown`, handing batches to `handler`. On shutdown the
@@ -757,14 +745,20 @@ impl<M: Decode> Consumer<M> {
     ) -> bool {
         let mut backoff = self.opts.retry_initial;
         let probe = self.assignment_probe();
+        let mut failed = false;
         loop {
             match handler.handle(records).await {
                 Ok(()) => {
-                    probe.set_failing(false);
+                    if failed {
+                        probe.set_failing(false);
+                    }
                     return true;
                 }
                 Err(e) => {
-                    probe.set_failing(true);
+                    if !failed {
+                        probe.set_failing(true);
+                        failed = true;
+                    }
                     summary.handler_failures += 1;
                     metrics::counter!("kafka_consumer_handler_errors_total", "group" => self.opts.group_id.clone())
                         .increment(1);
@@ -783,6 +777,18 @@ impl<M: Decode> Consumer<M> {
             }
         }
     }
+}
+
+/// Subscribes `consumer` to the topics of `opts`.
+fn subscribe(consumer: &StreamConsumer<Ctx>, opts: &ConsumerOptions) -> Result<(), ConsumerError> {
+    let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| ConsumerError::Subscribe {
+            group: opts.group_id.clone(),
+            topics: opts.topics.join(","),
+            source: Box::new(source),
+        })
 }
 
 /// The offsets to store after a batch: one past the highest offset seen on
