@@ -224,6 +224,13 @@ rows = json.load(sys.stdin)["data"]["result"]
 versions = sorted(r["metric"]["version"] for r in rows if r["metric"].get("job") == "predictor")
 sys.exit(0 if versions == [want] * n else 1)' "$version" "$1"
 }
+# A query's series, one per line: labels and value.
+series_values() {
+  python3 -c 'import json, sys
+for r in json.load(sys.stdin)["data"]["result"]:
+    m = {k: v for k, v in r["metric"].items() if k != "__name__"}
+    print(m, r["value"][1])'
+}
 predictors=$(docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' "${STACK}_predictor")
 wait_for 120 serving "$predictors" || fail "not every predictor serves $version: $(prom 'inference_model_info' || true)"
 passed "all $predictors predictor replicas serve $version, fetched from S3 with its SHA-256 checked"
@@ -269,7 +276,15 @@ docker tag fantasy/fanout:latest fantasy/fanout:next
 
 update() { docker service update --quiet --detach=false --image "$2" "${STACK}_$1" >/dev/null 2>&1; }
 
+# What the gateway saw of the predictor's replicas since `$1` (a
+# timestamp): servers going down and up, and why.
+gateway_events() {
+  docker service logs --no-task-ids --since "$1" "${STACK}_gateway" 2>&1 |
+    grep -E "Server predictor/|backend predictor" | tail -n 40 || true
+}
+
 # The predictor under a steady REST load through the gateway.
+since=$(date -u +%Y-%m-%dT%H:%M:%S)
 python3 scripts/stackcheck.py predict-load --base "http://$GATEWAY" --jwt-secret-file "$JWT" \
   --seconds 240 --rate 40 >"$tmp/load-update.json" 2>"$tmp/load-update.err" &
 load=$!
@@ -278,7 +293,7 @@ t0=$(date +%s)
 update predictor fantasy/predictor:next || fail "the predictor's update did not complete"
 took=$(elapsed "$t0")
 kill -TERM "$load" 2>/dev/null || true
-wait "$load" || fail "requests failed during the predictor's update: $(cat "$tmp/load-update.json" "$tmp/load-update.err")"
+wait "$load" || fail "requests failed during the predictor's update: $(cat "$tmp/load-update.json" "$tmp/load-update.err"; gateway_events "$since")"
 passed "predictor updated in $took s under REST load: $(cat "$tmp/load-update.json")"
 
 # The fanout with WebSocket clients that must miss nothing.
@@ -303,6 +318,7 @@ RUN mv /usr/local/bin/predictor /usr/local/bin/predictor.real \
  && chmod 0755 /usr/local/bin/predictor
 USER 65532:65532
 DOCKERFILE
+since=$(date -u +%Y-%m-%dT%H:%M:%S)
 python3 scripts/stackcheck.py predict-load --base "http://$GATEWAY" --jwt-secret-file "$JWT" \
   --seconds 600 --rate 40 >"$tmp/load-rollback.json" 2>"$tmp/load-rollback.err" &
 load=$!
@@ -319,7 +335,7 @@ image=$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Imag
 case $image in fantasy/predictor:next*) ;; *) fail "after the rollback the predictor runs $image" ;; esac
 wait_for 120 service_healthy predictor || fail "the predictor is not healthy after the rollback"
 kill -TERM "$load" 2>/dev/null || true
-wait "$load" || fail "requests failed while the unhealthy update rolled back: $(cat "$tmp/load-rollback.json" "$tmp/load-rollback.err")"
+wait "$load" || fail "requests failed while the unhealthy update rolled back: $(cat "$tmp/load-rollback.json" "$tmp/load-rollback.err"; gateway_events "$since")"
 passed "unhealthy predictor image rolled back by itself in $took s; REST load throughout: $(cat "$tmp/load-rollback.json")"
 
 # --- 6. the season's end: every game and prediction exactly once ----------------------
@@ -331,8 +347,16 @@ wait_for 900 season_over ||
 exactly_once() {
   [ "$(psql_stack "SELECT count(*) || ' ' || count(DISTINCT game_id) FROM predictions")" = "$GAMES $GAMES" ]
 }
-wait_for 120 exactly_once ||
+if ! wait_for 120 exactly_once; then
+  # Where the stream stands: the games without a prediction, and each
+  # group's lag, stalls and heals as Prometheus last saw them.
+  say "games without a prediction: $(psql_stack "SELECT string_agg(game_id, ' ') FROM (SELECT g.game_id FROM games g LEFT JOIN predictions p USING (game_id) WHERE p.game_id IS NULL ORDER BY 1 LIMIT 20) m")"
+  for q in kafka_consumer_group_lag_messages kafka_consumer_group_stalled_partitions \
+    kafka_consumer_rejoins_total kafka_consumer_handler_errors_total predictor_stream_skipped_total; do
+    say "$q: $(prom "$q" | series_values)"
+  done
   fail "Postgres: $(games_in) games, $(psql_stack "SELECT count(*) || ' predictions of ' || count(DISTINCT game_id) FROM predictions") games (want $GAMES each, once)"
+fi
 [ "$(games_in)" = "$GAMES" ] || fail "Postgres has $(games_in) games, not $GAMES"
 # What the services did to get there, as Prometheus saw it (counters of
 # replaced containers go with them: a floor).

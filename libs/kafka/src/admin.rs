@@ -1,9 +1,11 @@
 //! Topic creation and broker metadata.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use fantasy_messages::TopicSpec;
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
@@ -55,7 +57,8 @@ pub async fn fetch_broker_info(
     cfg: &KafkaConfig,
     timeout: Duration,
 ) -> Result<BrokerInfo, KafkaError> {
-    let client_config = cfg.client_config();
+    let mut client_config = cfg.client_config();
+    cfg.apply_extra(&mut client_config);
     // librdkafka's metadata call blocks its thread.
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = client_config.create()?;
@@ -80,12 +83,96 @@ pub async fn ensure_stack_topics(cfg: &KafkaConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A service's `/ready` check: some broker answers within 2 s.
-pub async fn broker_answers(cfg: &KafkaConfig) -> anyhow::Result<()> {
-    fetch_broker_info(cfg, Duration::from_secs(2))
-        .await
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("no broker answered: {e}"))
+/// A service's `/ready` check: does a broker answer within 2 s? One
+/// long-lived librdkafka client asks (made on the first check; a client per
+/// check costs threads and a new connection each time, and under load made
+/// the check slower than the gateway's health-check timeout), and one
+/// metadata request at a time: a check that comes while one is in flight,
+/// or within a second of the last answer, gets that answer. Cheap to clone;
+/// clones share the client.
+#[derive(Clone)]
+pub struct BrokerProbe {
+    inner: Arc<ProbeInner>,
+}
+
+struct ProbeInner {
+    config: ClientConfig,
+    client: std::sync::Mutex<Option<Arc<BaseConsumer>>>,
+    /// The last answer and when it came; held while a request is in flight.
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl std::fmt::Debug for BrokerProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerProbe").finish_non_exhaustive()
+    }
+}
+
+impl BrokerProbe {
+    /// How long one check waits for a broker.
+    pub const TIMEOUT: Duration = Duration::from_secs(2);
+    /// How long an answer is given to later checks.
+    pub const FRESH: Duration = Duration::from_secs(1);
+
+    /// A probe of `cfg`'s brokers; connects on the first check.
+    pub fn new(cfg: &KafkaConfig) -> Self {
+        let mut config = cfg.client_config();
+        cfg.apply_extra(&mut config);
+        // After an outage, the broker's return shows within a second or two
+        // (librdkafka's default backs off up to 10 s between attempts).
+        config.set("reconnect.backoff.max.ms", "1000");
+        Self {
+            inner: Arc::new(ProbeInner {
+                config,
+                client: std::sync::Mutex::new(None),
+                last: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// `Ok` when some broker answered a metadata request within
+    /// [`Self::TIMEOUT`], at most [`Self::FRESH`] ago.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let mut last = self.inner.last.lock().await;
+        let answer = match &*last {
+            Some((at, answer)) if at.elapsed() < Self::FRESH => answer.clone(),
+            _ => {
+                let inner = Arc::clone(&self.inner);
+                // librdkafka's metadata call blocks its thread.
+                let answer = tokio::task::spawn_blocking(move || inner.ask())
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the probe failed: {e}")));
+                *last = Some((Instant::now(), answer.clone()));
+                answer
+            }
+        };
+        answer.map_err(|e| anyhow::anyhow!("no broker answered: {e}"))
+    }
+}
+
+impl ProbeInner {
+    fn ask(&self) -> Result<(), String> {
+        let client = {
+            let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+            match &*slot {
+                Some(c) => Arc::clone(c),
+                None => {
+                    let c: Arc<BaseConsumer> =
+                        Arc::new(self.config.create().map_err(|e| e.to_string())?);
+                    *slot = Some(Arc::clone(&c));
+                    c
+                }
+            }
+        };
+        let answer = client
+            .fetch_metadata(None, BrokerProbe::TIMEOUT)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        // Errors the client queued (a broker that went away) are not read by
+        // anyone else: drop them so they do not pile up.
+        while client.poll(Duration::ZERO).is_some() {}
+        answer
+    }
 }
 
 /// Creates the topics of `specs` that do not exist yet; returns the names it

@@ -29,9 +29,7 @@ mod progress;
 mod tail;
 mod trace;
 
-pub use admin::{
-    BrokerInfo, broker_answers, ensure_stack_topics, ensure_topics, fetch_broker_info,
-};
+pub use admin::{BrokerInfo, BrokerProbe, ensure_stack_topics, ensure_topics, fetch_broker_info};
 pub use config::{Compression, KafkaConfig, Topics};
 pub use consumer::{
     AssignmentProbe, Consumer, ConsumerError, ConsumerOptions, Decode, Handler, Raw, Record,

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fantasy_kafka::{
-    Consumer, ConsumerOptions, EmbeddedBroker, Handler, KafkaConfig, Producer, Raw, Record,
-    RunSummary, ensure_topics, fetch_broker_info,
+    BrokerProbe, Consumer, ConsumerOptions, EmbeddedBroker, Handler, KafkaConfig, Producer, Raw,
+    Record, RunSummary, ensure_topics, fetch_broker_info,
 };
 use fantasy_messages::testing::game;
 use fantasy_messages::{Game, Topic};
@@ -404,6 +404,45 @@ async fn an_unreachable_broker_is_a_clear_error() {
         format!("{err:#}").contains(&format!("127.0.0.1:{port}")),
         "{err:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_probe_follows_the_broker_down_and_up_again() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let cfg = KafkaConfig::new(broker.bootstrap_servers(), "kafka-test");
+    let probe = BrokerProbe::new(&cfg);
+    // Many checks at once (the gateway's, the engine's, a scrape) share
+    // one client and answer alike.
+    let answers = futures::future::join_all((0..16).map(|_| probe.check())).await;
+    for a in answers {
+        a.unwrap();
+    }
+
+    broker.broker_down(1).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let err = loop {
+        match probe.check().await {
+            Err(e) => break e,
+            Ok(()) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still answering with the broker down"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(err.to_string().starts_with("no broker answered"), "{err:#}");
+
+    broker.broker_up(1).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while let Err(e) = probe.check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker came back, the probe did not see it: {e:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]

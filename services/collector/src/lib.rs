@@ -38,7 +38,7 @@ use axum::{Json, Router};
 use fantasy_db::Db;
 use fantasy_dedup::Dedup;
 use fantasy_http::layers;
-use fantasy_kafka::{Producer, broker_answers, ensure_stack_topics};
+use fantasy_kafka::{BrokerProbe, Producer, ensure_stack_topics};
 use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -151,7 +151,7 @@ pub async fn run(
     }
 
     let readiness = {
-        let (db, kafka) = (db.clone(), cfg.kafka.clone());
+        let (db, kafka) = (db.clone(), BrokerProbe::new(&cfg.kafka));
         Readiness::new()
             .check("postgres", move || {
                 let db = db.clone();
@@ -159,7 +159,7 @@ pub async fn run(
             })
             .check("kafka", move || {
                 let kafka = kafka.clone();
-                async move { broker_answers(&kafka).await }
+                async move { kafka.check().await }
             })
     };
     let routes = Router::new()

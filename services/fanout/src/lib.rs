@@ -32,7 +32,7 @@ use axum::routing::get;
 use fantasy_cache::Cache;
 use fantasy_http::auth::Authenticator;
 use fantasy_http::{ApiError, layers};
-use fantasy_kafka::{TailReader, TailStart, broker_answers, ensure_stack_topics};
+use fantasy_kafka::{BrokerProbe, TailReader, TailStart, ensure_stack_topics};
 use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -222,7 +222,11 @@ pub async fn run(
         connections_gauge: metrics::gauge!("fanout_connections"),
     });
     let readiness = {
-        let (cache, kafka, caught_up) = (cache.clone(), cfg.kafka.clone(), caught_up.clone());
+        let (cache, kafka, caught_up) = (
+            cache.clone(),
+            BrokerProbe::new(&cfg.kafka),
+            caught_up.clone(),
+        );
         Readiness::new()
             .check("history", move || {
                 let done = caught_up.load(Ordering::Relaxed);
@@ -237,7 +241,7 @@ pub async fn run(
             })
             .check("kafka", move || {
                 let kafka = kafka.clone();
-                async move { broker_answers(&kafka).await }
+                async move { kafka.check().await }
             })
     };
     let routes = Router::new()

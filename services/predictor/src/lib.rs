@@ -30,8 +30,7 @@ use fantasy_http::auth::Authenticator;
 use fantasy_http::{RateLimiter, layers};
 use fantasy_inference::{Engine, Runtime};
 use fantasy_kafka::{
-    Consumer, ConsumerOptions, Producer, ProgressWatch, StartFrom, broker_answers,
-    ensure_stack_topics,
+    BrokerProbe, Consumer, ConsumerOptions, Producer, ProgressWatch, StartFrom, ensure_stack_topics,
 };
 use fantasy_messages::{Game, ModelPublished};
 use fantasy_registry::Registry;
@@ -141,8 +140,12 @@ pub async fn run(
     }
 
     let readiness = {
-        let (engine, db, cache, kafka) =
-            (engine.clone(), db.clone(), cache.clone(), cfg.kafka.clone());
+        let (engine, db, cache, kafka) = (
+            engine.clone(),
+            db.clone(),
+            cache.clone(),
+            BrokerProbe::new(&cfg.kafka),
+        );
         Readiness::new()
             .check("model", move || {
                 let loaded = engine.current().is_some();
@@ -161,7 +164,7 @@ pub async fn run(
             })
             .check("kafka", move || {
                 let kafka = kafka.clone();
-                async move { broker_answers(&kafka).await }
+                async move { kafka.check().await }
             })
             .check("games stream", move || {
                 let answer = games_watch.as_ref().map_or(Ok(()), ProgressWatch::check);

@@ -34,7 +34,7 @@ use fantasy_http::auth::Authenticator;
 use fantasy_http::layers;
 use fantasy_inference::Runtime;
 use fantasy_kafka::{
-    Consumer, ConsumerOptions, Producer, ProgressWatch, broker_answers, ensure_stack_topics,
+    BrokerProbe, Consumer, ConsumerOptions, Producer, ProgressWatch, ensure_stack_topics,
 };
 use fantasy_messages::{Outcome, Prediction};
 use fantasy_registry::{ModelStore, Registry};
@@ -151,7 +151,7 @@ pub async fn run(
     ));
 
     let readiness = {
-        let (db, kafka) = (db.clone(), cfg.kafka.clone());
+        let (db, kafka) = (db.clone(), BrokerProbe::new(&cfg.kafka));
         Readiness::new()
             .check("postgres", move || {
                 let db = db.clone();
@@ -159,7 +159,7 @@ pub async fn run(
             })
             .check("kafka", move || {
                 let kafka = kafka.clone();
-                async move { broker_answers(&kafka).await }
+                async move { kafka.check().await }
             })
             .check("streams", move || {
                 let answer = watches.iter().try_for_each(ProgressWatch::check);
