@@ -24,6 +24,7 @@ fn record(offset: i64, payload: &[u8]) -> TailRecord {
         timestamp_ms: None,
         key: None,
         payload: Some(payload.to_vec()),
+        trace: None,
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! Each test gets its own database, named `fantasy_test_<uuid>`, with the
 //! migrations applied, so tests run in parallel without seeing each other's
-//! rows. [`TestDb::drop_database`] removes it; a test that panics leaves it
-//! behind for inspection (`scripts/clean-test-dbs.sh` removes leftovers).
+//! rows. It is dropped with the [`TestDb`], pass or fail (a panicking test
+//! unwinds through the drop): after a run none is left.
+//! [`TestDb::drop_database`] does the same from async code, and reports
+//! errors.
 
 use anyhow::Context as _;
 use sqlx::Executor as _;
@@ -24,6 +26,7 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     server: String,
+    dropped: bool,
 }
 
 impl TestDb {
@@ -44,20 +47,50 @@ impl TestDb {
             name,
             url,
             server,
+            dropped: false,
         })
     }
 
     /// Closes the pool and drops the database.
-    pub async fn drop_database(self) -> anyhow::Result<()> {
+    pub async fn drop_database(mut self) -> anyhow::Result<()> {
+        self.dropped = true;
         self.db.close().await;
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&self.server)
-            .await?;
-        admin
-            .execute(format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name).as_str())
-            .await?;
-        admin.close().await;
-        Ok(())
+        drop_named(&self.server, &self.name).await
+    }
+}
+
+async fn drop_named(server: &str, name: &str) -> anyhow::Result<()> {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(server)
+        .await?;
+    // FORCE ends the connections still open to it (a pool a test leaked).
+    admin
+        .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+        .await?;
+    admin.close().await;
+    Ok(())
+}
+
+impl Drop for TestDb {
+    /// Drops the database on a thread of its own (a drop cannot await, and
+    /// may run inside a runtime that a blocking wait would stall).
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(drop_named(&server, &name))
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("test database {} left behind: {e:#}", self.name),
+            Err(_) => eprintln!("test database {} left behind: the drop panicked", self.name),
+        }
     }
 }

@@ -201,9 +201,11 @@ pub fn apply(router: Router, cfg: &HttpConfig, service: &str) -> Router {
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(
             ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-                    ApiError::internal("a request handler panicked").into_response()
-                }))
+                .layer(CatchPanicLayer::custom(
+                    |_: Box<dyn std::any::Any + Send>| {
+                        ApiError::internal("a request handler panicked").into_response()
+                    },
+                ))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -212,7 +214,15 @@ pub fn apply(router: Router, cfg: &HttpConfig, service: &str) -> Router {
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    let span = tracing::info_span!(
+                        "http",
+                        otel.kind = "server",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = %id
+                    );
+                    fantasy_telemetry::adopt_http_parent(&span, req.headers());
+                    span
                 }))
                 .layer(middleware::from_fn_with_state(names, record))
                 .layer(HandleErrorLayer::new(tower_error))

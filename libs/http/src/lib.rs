@@ -11,7 +11,9 @@
 //!   limits, per-client rate limits, request metrics and request ids.
 //! - [`serve`]: the server loop with graceful shutdown, and
 //!   [`shutdown_signal`] for Ctrl-C and SIGTERM.
-//! - [`service_main`]: the whole `main` of a service binary.
+//! - [`service_main`]: the whole `main` of a service binary, and
+//!   [`Supervisor`]: the tasks a service runs, what stops it, and the order
+//!   of its shutdown.
 
 pub mod auth;
 mod error;
@@ -19,6 +21,7 @@ mod json;
 pub mod layers;
 mod main_loop;
 mod server;
+mod supervisor;
 
 pub use auth::{AuthConfig, Claims, Client};
 pub use error::ApiError;
@@ -26,3 +29,4 @@ pub use json::ApiJson;
 pub use layers::{HttpConfig, RateLimiter};
 pub use main_loop::{ServiceConfig, service_main};
 pub use server::{serve, shutdown_signal};
+pub use supervisor::{Stage, Supervisor, TaskHealth, panic_message};

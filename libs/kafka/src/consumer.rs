@@ -17,6 +17,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message as _, OwnedHeaders};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use tracing::{debug, error, info, warn};
 
 use crate::trace::TraceHeaders;
@@ -65,9 +66,8 @@ impl<M> Record<M> {
     /// Makes `span` a child of the producer's span (when the message carried
     /// trace headers and tracing is on).
     pub fn continue_trace(&self, span: &tracing::Span) {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
         if let Some(t) = &self.trace {
-            let _ = span.set_parent(t.context());
+            t.adopt(span);
         }
     }
 }
@@ -162,6 +162,15 @@ pub enum ConsumerError {
     },
 }
 
+/// A handler's "not yet" (the predictor before its first model): the batch
+/// is held, offered again with back-off and not committed, like a failure;
+/// but it is an expected state, not a fault: logged once at INFO, not counted
+/// in `kafka_consumer_handler_errors_total` nor in
+/// [`RunSummary::handler_failures`], counted in [`RunSummary::held`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotYet(pub String);
+
 /// What a consumer did before it stopped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RunSummary {
@@ -172,6 +181,8 @@ pub struct RunSummary {
     pub poison: u64,
     /// Failed handler attempts (each retried).
     pub handler_failures: u64,
+    /// Attempts the handler answered [`NotYet`] (each retried).
+    pub held: u64,
     /// Times the member left and rejoined its group on a stall (see
     /// [`ConsumerOptions::rejoin_when_stalled`]).
     pub rejoins: u64,
@@ -746,8 +757,9 @@ impl<M: Decode> Consumer<M> {
         let mut backoff = self.opts.retry_initial;
         let probe = self.assignment_probe();
         let mut failed = false;
+        let span = batch_span(&self.opts.group_id, records);
         loop {
-            match handler.handle(records).await {
+            match handler.handle(records).instrument(span.clone()).await {
                 Ok(()) => {
                     if failed {
                         probe.set_failing(false);
@@ -759,15 +771,22 @@ impl<M: Decode> Consumer<M> {
                         probe.set_failing(true);
                         failed = true;
                     }
-                    summary.handler_failures += 1;
-                    metrics::counter!("kafka_consumer_handler_errors_total", "group" => self.opts.group_id.clone())
-                        .increment(1);
-                    error!(
-                        group = %self.opts.group_id,
-                        batch = records.len(),
-                        retry_in = ?backoff,
-                        "batch handler failed: {e:#}"
-                    );
+                    if let Some(why) = e.downcast_ref::<NotYet>() {
+                        if summary.held == 0 {
+                            tracing::info!(group = %self.opts.group_id, "holding the stream: {why}");
+                        }
+                        summary.held += 1;
+                    } else {
+                        summary.handler_failures += 1;
+                        metrics::counter!("kafka_consumer_handler_errors_total", "group" => self.opts.group_id.clone())
+                            .increment(1);
+                        error!(
+                            group = %self.opts.group_id,
+                            batch = records.len(),
+                            retry_in = ?backoff,
+                            "batch handler failed: {e:#}"
+                        );
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return false,
                         () = tokio::time::sleep(backoff) => {}
@@ -777,6 +796,30 @@ impl<M: Decode> Consumer<M> {
             }
         }
     }
+}
+
+/// The span of one batch's handling (its retries included): a child of the
+/// first traced record's producer span, linked to every traced record's, so
+/// a message's trace goes on through the handler and whatever it publishes.
+fn batch_span<M>(group: &str, records: &[Record<M>]) -> tracing::Span {
+    let topic = records.first().map_or("", |r| r.topic.as_str());
+    let span = tracing::info_span!(
+        "kafka.consume",
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = %topic,
+        messaging.consumer.group.name = %group,
+        messaging.batch.message_count = records.len(),
+    );
+    let mut traced = records.iter().filter_map(|r| r.trace.as_ref());
+    if let Some(first) = traced.next() {
+        first.adopt(&span);
+        first.link(&span);
+    }
+    for t in traced {
+        t.link(&span);
+    }
+    span
 }
 
 /// Subscribes `consumer` to the topics of `opts`.

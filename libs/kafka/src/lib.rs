@@ -32,8 +32,8 @@ mod trace;
 pub use admin::{BrokerInfo, BrokerProbe, ensure_stack_topics, ensure_topics, fetch_broker_info};
 pub use config::{Compression, KafkaConfig, Topics};
 pub use consumer::{
-    AssignmentProbe, Consumer, ConsumerError, ConsumerOptions, Decode, Handler, Raw, Record,
-    RunSummary, StartFrom,
+    AssignmentProbe, Consumer, ConsumerError, ConsumerOptions, Decode, Handler, NotYet, Raw,
+    Record, RunSummary, StartFrom,
 };
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedBroker;

@@ -274,6 +274,20 @@ impl Producer {
         self.inner.load().producer.flush(Timeout::After(timeout))
     }
 
+    /// At shutdown: waits up to `timeout` for what is queued or in flight to
+    /// be delivered (on a blocking thread: librdkafka's flush blocks), and
+    /// logs what was not.
+    pub async fn close(self, timeout: Duration) {
+        let flushed = tokio::task::spawn_blocking(move || {
+            let in_flight = self.in_flight();
+            self.flush(timeout).map_err(|e| (e, in_flight))
+        })
+        .await;
+        if let Ok(Err((e, in_flight))) = flushed {
+            tracing::warn!(in_flight, "Kafka messages not delivered before exit: {e}");
+        }
+    }
+
     /// Messages queued or in flight, not yet acknowledged.
     pub fn in_flight(&self) -> i32 {
         self.inner.load().producer.in_flight_count()

@@ -12,6 +12,7 @@ use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::KafkaConfig;
+use crate::trace::TraceHeaders;
 
 /// Where a [`TailReader`] starts on each partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +33,18 @@ pub struct TailRecord {
     pub key: Option<Vec<u8>>,
     /// `None` for a tombstone.
     pub payload: Option<Vec<u8>>,
+    /// The producer's trace context, when it sent one.
+    pub trace: Option<TraceHeaders>,
+}
+
+impl TailRecord {
+    /// Makes `span` a child of the producer's span (when the message carried
+    /// trace headers and tracing is on).
+    pub fn continue_trace(&self, span: &tracing::Span) {
+        if let Some(t) = &self.trace {
+            t.adopt(span);
+        }
+    }
 }
 
 /// Reads all partitions of one topic from chosen offsets; commits nothing.
@@ -143,6 +156,7 @@ impl TailReader {
             timestamp_ms: m.timestamp().to_millis(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
+            trace: TraceHeaders::from_message(m.headers()),
         })
     }
 

@@ -62,6 +62,22 @@ impl TraceHeaders {
     pub fn context(&self) -> opentelemetry::Context {
         opentelemetry::global::get_text_map_propagator(|p| p.extract(self))
     }
+
+    /// Makes `span` a child of the remote span.
+    pub fn adopt(&self, span: &tracing::Span) {
+        let _ = span.set_parent(self.context());
+    }
+
+    /// Links `span` to the remote span (a batch span links every record it
+    /// handles; its parent is only the first one's).
+    pub fn link(&self, span: &tracing::Span) {
+        use opentelemetry::trace::TraceContextExt as _;
+        let cx = self.context();
+        let remote = cx.span().span_context().clone();
+        if remote.is_valid() {
+            span.add_link(remote);
+        }
+    }
 }
 
 impl Extractor for TraceHeaders {

@@ -16,6 +16,8 @@
 
 mod config;
 mod health;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{LogFormat, TelemetryConfig};
 pub use health::{CheckResult, Readiness, ReadinessReport, router};
@@ -29,6 +31,25 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// Makes `span` a child of the W3C trace context a request carried
+/// (`traceparent`), so a caller's trace goes on through the service.
+pub fn adopt_http_parent(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    struct Headers<'a>(&'a axum::http::HeaderMap);
+    impl opentelemetry::propagation::Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(axum::http::HeaderName::as_str).collect()
+        }
+    }
+    if headers.contains_key("traceparent") {
+        let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+        let _ = span.set_parent(cx);
+    }
+}
 
 /// Flushes pending spans when dropped; keep it alive until `main` returns.
 #[must_use = "dropping the guard stops trace export"]

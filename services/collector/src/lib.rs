@@ -28,7 +28,8 @@ pub mod runner;
 pub mod sim_source;
 pub mod source;
 
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -37,11 +38,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use fantasy_db::Db;
 use fantasy_dedup::Dedup;
-use fantasy_http::layers;
+use fantasy_http::{Supervisor, layers};
 use fantasy_kafka::{BrokerProbe, Producer, ensure_stack_topics};
 use fantasy_telemetry::Readiness;
+use futures::FutureExt as _;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, SourceSpec};
@@ -55,7 +56,7 @@ async fn sources(State(statuses): State<Statuses>) -> Json<serde_json::Value> {
     let list: Vec<SourceStatus> = statuses
         .0
         .iter()
-        .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+        .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).clone())
         .collect();
     Json(serde_json::json!({ "sources": list }))
 }
@@ -111,13 +112,18 @@ pub async fn run(
         .build()?;
     let pipeline = pipeline::Pipeline::new(db.clone(), producer.clone(), dedup, cfg.elo);
 
-    let stop = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(purge_dedup_keys(
-        pipeline.clone(),
-        cfg.dedup_retention,
-        stop.clone(),
-    ));
+    // The shutdown's order: the sources finish the batches in flight, then
+    // HTTP stops; then the producer is flushed and the pool closed.
+    let mut sup = Supervisor::new("collector");
+    let sourcing = sup.stage("finishing batches in flight", cfg.shutdown_timeout);
+    let http_stage = sup.stage("draining HTTP requests", Duration::from_secs(5));
+    {
+        let (pipeline, retention) = (pipeline.clone(), cfg.dedup_retention);
+        sup.background(sourcing, "dedup key purge", |stop| async move {
+            purge_dedup_keys(pipeline, retention, stop).await;
+            Ok::<(), anyhow::Error>(())
+        });
+    }
     let mut statuses = Vec::new();
     for spec in cfg.my_sources() {
         let status: SharedStatus = Arc::new(Mutex::new(SourceStatus {
@@ -126,19 +132,26 @@ pub async fn run(
             ..SourceStatus::default()
         }));
         statuses.push(status.clone());
-        let (p, s, max) = (pipeline.clone(), stop.clone(), cfg.retry_max);
+        let (p, max) = (pipeline.clone(), cfg.retry_max);
+        let name = format!("source {}", spec.name());
         match spec.clone() {
             SourceSpec::Sim(c) => {
                 let source = sim_source::SimSource::new(c)?;
-                tasks.spawn(run_source(source, p, status, max, s));
+                sup.critical(sourcing, name, |stop| {
+                    supervise_source(source, p, status, max, stop)
+                });
             }
             SourceSpec::Http(c) => {
                 let source = http_source::HttpSource::new(c)?;
-                tasks.spawn(run_source(source, p, status, max, s));
+                sup.critical(sourcing, name, |stop| {
+                    supervise_source(source, p, status, max, stop)
+                });
             }
             SourceSpec::File(c) => {
                 let source = file_source::FileSource::new(c)?;
-                tasks.spawn(run_source(source, p, status, max, s));
+                sup.critical(sourcing, name, |stop| {
+                    supervise_source(source, p, status, max, stop)
+                });
             }
         }
     }
@@ -152,7 +165,12 @@ pub async fn run(
 
     let readiness = {
         let (db, kafka) = (db.clone(), BrokerProbe::new(&cfg.kafka));
+        let tasks = sup.health();
         Readiness::new()
+            .check("tasks", move || {
+                let answer = tasks.check();
+                async move { answer }
+            })
             .check("postgres", move || {
                 let db = db.clone();
                 async move { db.ping().await }
@@ -167,35 +185,47 @@ pub async fn run(
         .with_state(Statuses(Arc::new(statuses)))
         .merge(fantasy_telemetry::router(readiness));
     let router = layers::apply(routes, &cfg.http, "collector");
-    let http_stop = CancellationToken::new();
     let addr = listener.local_addr()?;
-    let mut http = tokio::spawn(fantasy_http::serve(listener, router, http_stop.clone()));
+    sup.critical(http_stage, "HTTP server", |stop| {
+        fantasy_http::serve(listener, router, stop)
+    });
     tracing::info!(%addr, "collector listening");
+    sup.finally(
+        "flushing the producer",
+        Duration::from_secs(6),
+        producer.close(Duration::from_secs(5)),
+    );
+    sup.finally(
+        "closing the database pool",
+        Duration::from_secs(5),
+        async move {
+            db.close().await;
+        },
+    );
+    sup.run(shutdown).await
+}
 
-    let failure = tokio::select! {
-        () = shutdown.cancelled() => None,
-        r = &mut http => Some(match r {
-            Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped unexpectedly"),
-            Ok(Err(e)) => anyhow::Error::from(e).context("the HTTP server failed"),
-            Err(e) => anyhow::anyhow!("the HTTP server panicked: {e}"),
-        }),
-    };
-    tracing::info!("shutting down: finishing batches in flight");
-    stop.cancel();
-    let drained = tokio::time::timeout(cfg.shutdown_timeout, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("some sources did not stop before the shutdown deadline");
-        tasks.abort_all();
+/// One source's task: it runs until the source is done (or gave up: its
+/// status says `failed`) and then holds until `stop`, so that a finished
+/// source does not stop the replica; a panic marks the source `failed` and
+/// fails the task (the replica stops, and its successor resumes the source
+/// from its checkpoint).
+async fn supervise_source<S: source::Source>(
+    source: S,
+    pipeline: Arc<pipeline::Pipeline>,
+    status: SharedStatus,
+    retry_max: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let run = run_source(source, pipeline, status.clone(), retry_max, stop.clone());
+    if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+        let why = fantasy_http::panic_message(&*panic);
+        runner::update(&status, |s| {
+            s.state = "failed";
+            s.last_error = Some(format!("panicked: {why}"));
+        });
+        anyhow::bail!("panicked: {why}");
     }
-    if let Err(e) = producer.flush(Duration::from_secs(5)) {
-        tracing::warn!("flushing the Kafka producer: {e}");
-    }
-    http_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), &mut http).await;
-    db.close().await;
-    tracing::info!("collector stopped");
-    failure.map_or(Ok(()), Err)
+    stop.cancelled().await;
+    Ok(())
 }

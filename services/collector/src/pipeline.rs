@@ -110,6 +110,7 @@ impl Pipeline {
 
     /// Publishes the versions of `games` that were not published before.
     /// An error publishes nothing for good: process the batch again later.
+    #[tracing::instrument(name = "collector.batch", skip_all, fields(otel.kind = "producer", source = %source, games = games.len()))]
     pub async fn process(&self, source: &str, games: &[SourceGame]) -> anyhow::Result<BatchReport> {
         let mut report = BatchReport {
             received: games.len(),

@@ -31,10 +31,12 @@ pub struct SourceStatus {
 /// A source's status, shared between its task and the HTTP handlers.
 pub type SharedStatus = Arc<Mutex<SourceStatus>>;
 
-fn update(status: &SharedStatus, f: impl FnOnce(&mut SourceStatus)) {
-    if let Ok(mut s) = status.lock() {
-        f(&mut s);
-    }
+/// Changes a source's status (a poisoned lock still holds a status worth
+/// showing: the panic that poisoned it is reported by its task).
+pub(crate) fn update(status: &SharedStatus, f: impl FnOnce(&mut SourceStatus)) {
+    f(&mut status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner));
 }
 
 /// The first back-off after a failed batch or fetch (the upper end of its

@@ -505,6 +505,7 @@ mod tests {
                         timestamp_ms: None,
                         key: None,
                         payload: Some(payload.clone()),
+                        trace: None,
                     });
                 }
             })

@@ -31,7 +31,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use fantasy_cache::Cache;
 use fantasy_http::auth::Authenticator;
-use fantasy_http::{ApiError, layers};
+use fantasy_http::{ApiError, Supervisor, layers};
 use fantasy_kafka::{BrokerProbe, TailReader, TailStart, ensure_stack_topics};
 use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
@@ -143,11 +143,15 @@ pub async fn run(
     let hub = Arc::new(Hub::new(cfg.limits.clone(), predictions.starts()));
     let caught_up = Arc::new(AtomicBool::new(predictions.starts() == predictions.ends()));
 
-    let readers = CancellationToken::new();
-    let mut reader_task = {
-        let (hub, token, caught_up) = (hub.clone(), readers.clone(), caught_up.clone());
+    // The shutdown's order: stop accepting and close every WebSocket with
+    // 1001 (clients reconnect to another replica), then stop the readers.
+    let mut sup = Supervisor::new("fanout");
+    let clients = sup.stage("closing WebSockets (1001)", cfg.shutdown_timeout);
+    let readers = sup.stage("stopping the Kafka readers", Duration::from_secs(5));
+    {
+        let (hub, caught_up) = (hub.clone(), caught_up.clone());
         let ends: Vec<i64> = predictions.ends().to_vec();
-        tokio::spawn(async move {
+        sup.critical(readers, "predictions reader", |stop| async move {
             let mut pending: Vec<bool> = ends
                 .iter()
                 .zip(predictions.starts())
@@ -155,12 +159,27 @@ pub async fn run(
                 .collect();
             loop {
                 let record = tokio::select! {
-                    () = token.cancelled() => return Ok::<(), anyhow::Error>(()),
+                    () = stop.cancelled() => return Ok::<(), anyhow::Error>(()),
                     r = predictions.recv() => r,
                 };
                 match record {
                     Ok(r) => {
-                        hub.publish(&r);
+                        if r.trace.is_some() {
+                            // The prediction's trace goes on here (only
+                            // for traced messages: a span per message
+                            // costs on the hot path).
+                            let span = tracing::info_span!(
+                                "fanout.publish",
+                                otel.kind = "consumer",
+                                game_id = %String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()),
+                                partition = r.partition,
+                                offset = r.offset,
+                            );
+                            r.continue_trace(&span);
+                            span.in_scope(|| hub.publish(&r));
+                        } else {
+                            hub.publish(&r);
+                        }
                         let p = r.partition as usize;
                         if !caught_up.load(Ordering::Relaxed)
                             && p < pending.len()
@@ -176,44 +195,43 @@ pub async fn run(
                     Err(e) => tracing::warn!("predictions reader: {e}"),
                 }
             }
-        })
-    };
-    let metrics_task = {
-        let (hub, token) = (hub.clone(), readers.clone());
-        tokio::spawn(async move {
+        });
+    }
+    {
+        let hub = hub.clone();
+        sup.critical(readers, "metrics reader", |stop| async move {
             loop {
                 tokio::select! {
-                    () = token.cancelled() => return,
+                    () = stop.cancelled() => return Ok::<(), anyhow::Error>(()),
                     r = model_metrics.recv() => match r {
                         Ok(r) => hub.publish_metrics(&r),
                         Err(e) => tracing::warn!("metrics reader: {e}"),
                     },
                 }
             }
-        })
-    };
-    let sweeper = {
-        let (hub, token) = (hub.clone(), readers.clone());
-        tokio::spawn(async move {
+        });
+    }
+    {
+        let hub = hub.clone();
+        sup.background(readers, "history sweeper", |stop| async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tokio::select! {
-                    () = token.cancelled() => return,
+                    () = stop.cancelled() => return Ok::<(), anyhow::Error>(()),
                     _ = tick.tick() => {
                         hub.sweep();
                     }
                 }
             }
-        })
-    };
+        });
+    }
 
-    let clients_stop = CancellationToken::new();
     let app = Arc::new(App {
         ctx: Arc::new(Context {
             hub: hub.clone(),
             cache: cache.clone(),
             limits: cfg.limits.clone(),
-            shutdown: clients_stop.clone(),
+            shutdown: sup.stop_token(clients),
             metrics: Arc::new(ConnMetrics::new()),
         }),
         auth: Authenticator::new(&cfg.auth),
@@ -227,7 +245,12 @@ pub async fn run(
             BrokerProbe::new(&cfg.kafka),
             caught_up.clone(),
         );
+        let tasks = sup.health();
         Readiness::new()
+            .check("tasks", move || {
+                let answer = tasks.check();
+                async move { answer }
+            })
             .check("history", move || {
                 let done = caught_up.load(Ordering::Relaxed);
                 async move {
@@ -250,42 +273,20 @@ pub async fn run(
         .with_state(Arc::clone(&app))
         .merge(fantasy_telemetry::router(readiness));
     let router = layers::apply(routes, &cfg.http, "fanout");
-    let http_stop = CancellationToken::new();
     let addr = listener.local_addr()?;
-    let mut http = tokio::spawn(fantasy_http::serve(listener, router, http_stop.clone()));
-    tracing::info!(%addr, "fanout listening");
-
-    let failure = tokio::select! {
-        () = shutdown.cancelled() => None,
-        r = &mut reader_task => Some(match r {
-            Ok(Ok(())) => anyhow::anyhow!("the predictions reader stopped"),
-            Ok(Err(e)) => e,
-            Err(e) => anyhow::anyhow!("the predictions reader panicked: {e}"),
-        }),
-        r = &mut http => Some(match r {
-            Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped unexpectedly"),
-            Ok(Err(e)) => anyhow::Error::from(e).context("the HTTP server failed"),
-            Err(e) => anyhow::anyhow!("the HTTP server panicked: {e}"),
-        }),
-    };
-    if let Some(e) = &failure {
-        tracing::error!("stopping: {e:#}");
-    }
-    tracing::info!("shutting down: closing WebSockets (1001)");
-    http_stop.cancel();
-    clients_stop.cancel();
-    app.tracker.close();
-    if tokio::time::timeout(cfg.shutdown_timeout, app.tracker.wait())
-        .await
-        .is_err()
+    sup.critical(clients, "HTTP server", |stop| {
+        fantasy_http::serve(listener, router, stop)
+    });
     {
-        tracing::warn!("some WebSockets did not close before the shutdown deadline");
+        let tracker = app.tracker.clone();
+        sup.background(clients, "WebSockets", |stop| async move {
+            stop.cancelled().await;
+            // Each connection saw the same token and is closing with 1001.
+            tracker.close();
+            tracker.wait().await;
+            Ok::<(), anyhow::Error>(())
+        });
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), &mut http).await;
-    readers.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), reader_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), metrics_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), sweeper).await;
-    tracing::info!("fanout stopped");
-    failure.map_or(Ok(()), Err)
+    tracing::info!(%addr, "fanout listening");
+    sup.run(shutdown).await
 }

@@ -20,7 +20,6 @@ use fantasy_db::Db;
 use fantasy_kafka::EmbeddedBroker;
 use fantasy_messages::Topic;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
@@ -90,12 +89,6 @@ fn service_env(env: &Env, kafka: &str, args: &UpArgs) -> anyhow::Result<Env> {
         }
     }
     Ok(env)
-}
-
-struct Service {
-    name: &'static str,
-    stop: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
 }
 
 async fn bind(host: &str, port: u16) -> anyhow::Result<TcpListener> {
@@ -170,96 +163,74 @@ pub async fn run(
     let trainer_cfg = trainer::Config::from_env(&env)?;
     let model_name = trainer_cfg.model_name.clone();
 
-    // Start order: consumers before producers (and stopped in reverse).
-    fn start<F>(name: &'static str, run: impl FnOnce(CancellationToken) -> F) -> Service
-    where
-        F: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(stop.clone()));
-        Service { name, stop, task }
-    }
-    let services = vec![
-        start("fanout", |t| fanout::run(fanout_cfg, fanout_l, t)),
-        start("trainer", |t| trainer::run(trainer_cfg, trainer_l, t)),
-        start("predictor", |t| {
-            predictor::run(predictor_cfg, predictor_l, t)
-        }),
-        start("collector", |t| {
-            collector::run(collector_cfg, collector_l, t)
-        }),
+    // Started consumers before producers, stopped the other way round: the
+    // collector first, the fanout last.
+    let mut sup = fantasy_http::Supervisor::new("the stack");
+    let deadline = Duration::from_secs(60);
+    let [collector, predictor, trainer, fanout] = [
+        sup.stage("stopping the collector", deadline),
+        sup.stage("stopping the predictor", deadline),
+        sup.stage("stopping the trainer", deadline),
+        sup.stage("stopping the fanout", deadline),
     ];
-
+    sup.critical(fanout, "fanout", |t| fanout::run(fanout_cfg, fanout_l, t));
+    sup.critical(trainer, "trainer", |t| {
+        trainer::run(trainer_cfg, trainer_l, t)
+    });
+    sup.critical(predictor, "predictor", |t| {
+        predictor::run(predictor_cfg, predictor_l, t)
+    });
+    sup.critical(collector, "collector", |t| {
+        collector::run(collector_cfg, collector_l, t)
+    });
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .context("an HTTP client")?;
-    let failed = |services: &[Service]| {
-        services
-            .iter()
-            .find(|s| s.task.is_finished())
-            .map(|s| s.name)
-    };
-    // Wait for the first model to serve, reporting the way there.
+    sup.background(collector, "progress report", |stop| {
+        report_progress(http, endpoints, model_name, ready, stop)
+    });
+    let result = sup.run(shutdown).await;
+    drop(_broker);
+    result
+}
+
+/// Reports the way to the first model served, then the endpoints (and
+/// sends them to `ready`).
+async fn report_progress(
+    http: reqwest::Client,
+    endpoints: Endpoints,
+    model_name: String,
+    mut ready: Option<tokio::sync::oneshot::Sender<Endpoints>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let mut last_line = String::new();
-    let mut announced = false;
-    let mut ready = ready;
-    let failure = loop {
-        if let Some(name) = failed(&services) {
-            break Some(name);
-        }
-        if !announced {
-            let line = status_line(&http, &endpoints, &model_name).await;
-            let serving = http
-                .get(format!("http://{}/ready", endpoints.predictor))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if serving {
-                announced = true;
-                print_ready(&endpoints);
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(endpoints.clone());
-                }
-            } else if line != last_line {
-                progress(format!("  ...         {line}"));
-                last_line = line;
+    loop {
+        let line = status_line(&http, &endpoints, &model_name).await;
+        let serving = http
+            .get(format!("http://{}/ready", endpoints.predictor))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if serving {
+            print_ready(&endpoints);
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(endpoints.clone());
             }
+            break;
+        }
+        if line != last_line {
+            progress(format!("  ...         {line}"));
+            last_line = line;
         }
         tokio::select! {
-            () = shutdown.cancelled() => break None,
-            () = tokio::time::sleep(Duration::from_millis(if announced { 200 } else { 500 })) => {}
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-    };
-    if let Some(name) = failure {
-        tracing::error!("the {name} stopped; shutting the stack down");
     }
+    stop.cancelled().await;
     progress("  stopping    collector, predictor, trainer, fanout");
-    // Producers first, the fanout last.
-    let mut first_error = None;
-    for s in services.into_iter().rev() {
-        s.stop.cancel();
-        match tokio::time::timeout(Duration::from_secs(60), s.task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => {
-                tracing::error!("the {} failed: {e:#}", s.name);
-                first_error.get_or_insert(e.context(format!("the {} failed", s.name)));
-            }
-            Ok(Err(e)) => {
-                first_error.get_or_insert(anyhow::anyhow!("the {} panicked: {e}", s.name));
-            }
-            Err(_) => {
-                first_error
-                    .get_or_insert(anyhow::anyhow!("the {} did not stop within 60 s", s.name));
-            }
-        }
-    }
-    drop(_broker);
-    match (failure, first_error) {
-        (_, Some(e)) => Err(e),
-        (Some(name), None) => Err(anyhow::anyhow!("the {name} stopped unexpectedly")),
-        (None, None) => Ok(()),
-    }
+    Ok(())
 }
 
 /// One line on the way to the first model: history in, model trained.

@@ -97,6 +97,7 @@ fn predict_error(e: PredictError) -> ApiError {
     }
 }
 
+#[tracing::instrument(name = "predictor.predict", skip_all)]
 async fn predict(
     State(state): Shared,
     ApiJson(req): ApiJson<PredictRequest>,
@@ -118,6 +119,7 @@ async fn predict(
     }))
 }
 
+#[tracing::instrument(name = "predictor.predict_batch", skip_all, fields(items = req.items.len()))]
 async fn predict_batch(
     State(state): Shared,
     ApiJson(req): ApiJson<BatchRequest>,

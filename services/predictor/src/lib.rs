@@ -27,7 +27,7 @@ use anyhow::Context as _;
 use fantasy_cache::Cache;
 use fantasy_db::Db;
 use fantasy_http::auth::Authenticator;
-use fantasy_http::{RateLimiter, layers};
+use fantasy_http::{RateLimiter, Supervisor, layers};
 use fantasy_inference::{Engine, Runtime};
 use fantasy_kafka::{
     BrokerProbe, Consumer, ConsumerOptions, Producer, ProgressWatch, StartFrom, ensure_stack_topics,
@@ -36,7 +36,6 @@ use fantasy_messages::{Game, ModelPublished};
 use fantasy_registry::Registry;
 use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the predictor until `shutdown` (or until one of its parts fails,
@@ -85,8 +84,12 @@ pub async fn run(
         }
     }
 
-    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
-    let consumers = CancellationToken::new();
+    // The shutdown's order: stop accepting HTTP and finish the requests in
+    // flight, then stop the consumers (they commit what was handled); then
+    // flush the producer and close the pool.
+    let mut sup = Supervisor::new("predictor");
+    let http_stage = sup.stage("draining HTTP requests", cfg.shutdown_timeout);
+    let consumers = sup.stage("stopping consumers", cfg.shutdown_timeout);
     let mut games_watch = None;
     if cfg.stream {
         let mut opts = ConsumerOptions::new(&cfg.group_id, [&topics.games]);
@@ -96,16 +99,8 @@ pub async fn run(
         games_watch = Some(consumer.progress_watch(&cfg.kafka)?);
         let handler =
             stream::GamesHandler::new(engine.clone(), db.clone(), cache.clone(), producer.clone());
-        let token = consumers.clone();
-        tasks.spawn(async move {
-            (
-                "games consumer",
-                consumer
-                    .run(handler, token)
-                    .await
-                    .map(|_| ())
-                    .map_err(Into::into),
-            )
+        sup.critical(consumers, "games consumer", |stop| async move {
+            consumer.run(handler, stop).await.map(|_| ())
         });
     }
     if cfg.model_path.is_none() {
@@ -126,16 +121,8 @@ pub async fn run(
             cfg: batcher_cfg.clone(),
             refused: Default::default(),
         };
-        let token = consumers.clone();
-        tasks.spawn(async move {
-            (
-                "models consumer",
-                consumer
-                    .run(handler, token)
-                    .await
-                    .map(|_| ())
-                    .map_err(Into::into),
-            )
+        sup.critical(consumers, "models consumer", |stop| async move {
+            consumer.run(handler, stop).await.map(|_| ())
         });
     }
 
@@ -146,7 +133,12 @@ pub async fn run(
             cache.clone(),
             BrokerProbe::new(&cfg.kafka),
         );
+        let tasks = sup.health();
         Readiness::new()
+            .check("tasks", move || {
+                let answer = tasks.check();
+                async move { answer }
+            })
             .check("model", move || {
                 let loaded = engine.current().is_some();
                 async move {
@@ -187,51 +179,22 @@ pub async fn run(
         &cfg.http,
         "predictor",
     );
-    let http_stop = CancellationToken::new();
-    let http_token = http_stop.clone();
     let addr = listener.local_addr()?;
-    let mut http = tokio::spawn(fantasy_http::serve(listener, router, http_token));
+    sup.critical(http_stage, "HTTP server", |stop| {
+        fantasy_http::serve(listener, router, stop)
+    });
     tracing::info!(%addr, "predictor listening");
-
-    // Run until asked to stop or until a part fails.
-    let failure = tokio::select! {
-        () = shutdown.cancelled() => None,
-        Some(done) = tasks.join_next() => Some(match done {
-            Ok((name, Ok(()))) => anyhow::anyhow!("the {name} stopped unexpectedly"),
-            Ok((name, Err(e))) => e.context(format!("the {name} failed")),
-            Err(e) => anyhow::anyhow!("a task panicked: {e}"),
-        }),
-        r = &mut http => Some(match r {
-            Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped unexpectedly"),
-            Ok(Err(e)) => anyhow::Error::from(e).context("the HTTP server failed"),
-            Err(e) => anyhow::anyhow!("the HTTP server panicked: {e}"),
-        }),
-    };
-    if let Some(e) = &failure {
-        tracing::error!("stopping: {e:#}");
-    }
-
-    tracing::info!("shutting down: draining HTTP requests");
-    http_stop.cancel();
-    if !http.is_finished()
-        && tokio::time::timeout(cfg.shutdown_timeout, &mut http)
-            .await
-            .is_err()
-    {
-        tracing::warn!(timeout = ?cfg.shutdown_timeout, "requests still in flight at the shutdown deadline");
-        http.abort();
-    }
-    tracing::info!("shutting down: stopping consumers");
-    consumers.cancel();
-    while let Some(done) = tasks.join_next().await {
-        if let Ok((name, Err(e))) = done {
-            tracing::warn!("the {name} stopped with an error: {e:#}");
-        }
-    }
-    if let Err(e) = producer.flush(Duration::from_secs(5)) {
-        tracing::warn!("some predictions were not delivered before exit: {e}");
-    }
-    db.close().await;
-    tracing::info!("predictor stopped");
-    failure.map_or(Ok(()), Err)
+    sup.finally(
+        "flushing the producer",
+        Duration::from_secs(6),
+        producer.close(Duration::from_secs(5)),
+    );
+    sup.finally(
+        "closing the database pool",
+        Duration::from_secs(5),
+        async move {
+            db.close().await;
+        },
+    );
+    sup.run(shutdown).await
 }

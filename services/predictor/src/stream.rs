@@ -6,7 +6,7 @@ use chrono::Utc;
 use fantasy_cache::Cache;
 use fantasy_db::Db;
 use fantasy_inference::Engine;
-use fantasy_kafka::{Handler, Producer, Record};
+use fantasy_kafka::{Handler, NotYet, Producer, Record};
 use fantasy_messages::{Game, GameStatus, Prediction, SchemaVersion};
 
 /// Predicts each batch of game events, then stores and announces the
@@ -67,6 +67,7 @@ fn skip(reason: &'static str) {
 }
 
 impl Handler<Game> for GamesHandler {
+    #[tracing::instrument(name = "predictor.stream_batch", skip_all, fields(games = batch.len()))]
     async fn handle(&mut self, batch: &[Record<Game>]) -> anyhow::Result<()> {
         let id = batch_id(batch);
         let pending = match self.pending.take() {
@@ -91,7 +92,7 @@ impl GamesHandler {
         // No model yet: fail, so the batch is retried (and not committed)
         // until the first model arrives.
         let Some(batcher) = self.engine.current() else {
-            anyhow::bail!("no model loaded yet; holding the games stream");
+            return Err(NotYet("no model loaded yet".into()).into());
         };
         let info = Arc::clone(batcher.info());
         let width = batcher.n_features();

@@ -31,7 +31,7 @@ use anyhow::Context as _;
 use axum::Router;
 use fantasy_db::Db;
 use fantasy_http::auth::Authenticator;
-use fantasy_http::layers;
+use fantasy_http::{Supervisor, layers};
 use fantasy_inference::Runtime;
 use fantasy_kafka::{
     BrokerProbe, Consumer, ConsumerOptions, Producer, ProgressWatch, ensure_stack_topics,
@@ -41,7 +41,6 @@ use fantasy_registry::{ModelStore, Registry};
 use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -111,18 +110,21 @@ pub async fn run(
         control: control_tx.clone(),
     });
 
-    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
-    let consumers = CancellationToken::new();
+    // The shutdown's order: stop the consumers (they commit what was
+    // handled), let the control loop finish the training in progress (its
+    // lock, its run row), stop HTTP; then flush the producer, close the pool.
+    let mut sup = Supervisor::new("trainer");
+    let consumers = sup.stage("stopping consumers", cfg.shutdown_timeout);
+    let control_stage = sup.stage("finishing the training in progress", cfg.shutdown_timeout);
+    let http_stage = sup.stage("draining HTTP requests", Duration::from_secs(5));
     let mut watches = Vec::new();
     {
         let opts = ConsumerOptions::new(format!("{}.outcomes", cfg.group_id), [&topics.outcomes]);
         let consumer = Consumer::<Outcome>::new(&cfg.kafka, opts)?;
         watches.push(consumer.progress_watch(&cfg.kafka)?);
         let handler = eval::OutcomesHandler(evaluator.clone());
-        let token = consumers.clone();
-        tasks.spawn(async move {
-            let r = consumer.run(handler, token).await;
-            ("outcomes consumer", r.map(|_| ()).map_err(Into::into))
+        sup.critical(consumers, "outcomes consumer", |stop| async move {
+            consumer.run(handler, stop).await.map(|_| ())
         });
     }
     {
@@ -133,26 +135,40 @@ pub async fn run(
         let consumer = Consumer::<Prediction>::new(&cfg.kafka, opts)?;
         watches.push(consumer.progress_watch(&cfg.kafka)?);
         let handler = eval::PredictionsHandler(evaluator.clone());
-        let token = consumers.clone();
-        tasks.spawn(async move {
-            let r = consumer.run(handler, token).await;
-            ("predictions consumer", r.map(|_| ()).map_err(Into::into))
+        sup.critical(consumers, "predictions consumer", |stop| async move {
+            consumer.run(handler, stop).await.map(|_| ())
         });
     }
-    let control_stop = CancellationToken::new();
-    let mut control_task = tokio::spawn(control::run_loop(
-        trainer.clone(),
-        cfg.triggers.clone(),
-        cfg.bootstrap,
-        new_outcomes,
-        control_state.clone(),
-        control_rx,
-        control_stop.clone(),
-    ));
+    {
+        let (trainer, triggers, bootstrap, state) = (
+            trainer.clone(),
+            cfg.triggers.clone(),
+            cfg.bootstrap,
+            control_state.clone(),
+        );
+        sup.critical(control_stage, "control loop", |stop| async move {
+            control::run_loop(
+                trainer,
+                triggers,
+                bootstrap,
+                new_outcomes,
+                state,
+                control_rx,
+                stop,
+            )
+            .await;
+            Ok::<(), anyhow::Error>(())
+        });
+    }
 
     let readiness = {
         let (db, kafka) = (db.clone(), BrokerProbe::new(&cfg.kafka));
+        let tasks = sup.health();
         Readiness::new()
+            .check("tasks", move || {
+                let answer = tasks.check();
+                async move { answer }
+            })
             .check("postgres", move || {
                 let db = db.clone();
                 async move { db.ping().await }
@@ -177,49 +193,22 @@ pub async fn run(
     let auth = Arc::new(Authenticator::new(&cfg.auth));
     let routes: Router = api::router(state, auth).merge(fantasy_telemetry::router(readiness));
     let router = layers::apply(routes, &cfg.http, "trainer");
-    let http_stop = CancellationToken::new();
     let addr = listener.local_addr()?;
-    let mut http = tokio::spawn(fantasy_http::serve(listener, router, http_stop.clone()));
+    sup.critical(http_stage, "HTTP server", |stop| {
+        fantasy_http::serve(listener, router, stop)
+    });
     tracing::info!(%addr, "trainer listening");
-
-    let failure = tokio::select! {
-        () = shutdown.cancelled() => None,
-        Some(done) = tasks.join_next() => Some(match done {
-            Ok((name, Ok(()))) => anyhow::anyhow!("the {name} stopped unexpectedly"),
-            Ok((name, Err(e))) => e.context(format!("the {name} failed")),
-            Err(e) => anyhow::anyhow!("a task panicked: {e}"),
-        }),
-        r = &mut http => Some(match r {
-            Ok(Ok(())) => anyhow::anyhow!("the HTTP server stopped unexpectedly"),
-            Ok(Err(e)) => anyhow::Error::from(e).context("the HTTP server failed"),
-            Err(e) => anyhow::anyhow!("the HTTP server panicked: {e}"),
-        }),
-    };
-    if let Some(e) = &failure {
-        tracing::error!("stopping: {e:#}");
-    }
-    tracing::info!("shutting down: stopping consumers");
-    consumers.cancel();
-    while let Some(done) = tasks.join_next().await {
-        if let Ok((name, Err(e))) = done {
-            tracing::warn!("the {name} stopped with an error: {e:#}");
-        }
-    }
-    // The loop finishes the training it is in (its lock, its run row).
-    control_stop.cancel();
-    if tokio::time::timeout(cfg.shutdown_timeout, &mut control_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!("a training was still running at the shutdown deadline");
-        control_task.abort();
-    }
-    http_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), &mut http).await;
-    if let Err(e) = producer.flush(Duration::from_secs(5)) {
-        tracing::warn!("flushing the Kafka producer: {e}");
-    }
-    db.close().await;
-    tracing::info!("trainer stopped");
-    failure.map_or(Ok(()), Err)
+    sup.finally(
+        "flushing the producer",
+        Duration::from_secs(6),
+        producer.close(Duration::from_secs(5)),
+    );
+    sup.finally(
+        "closing the database pool",
+        Duration::from_secs(5),
+        async move {
+            db.close().await;
+        },
+    );
+    sup.run(shutdown).await
 }

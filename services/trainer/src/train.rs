@@ -357,6 +357,7 @@ impl Trainer {
     }
 
     /// One run, under the model's advisory lock.
+    #[tracing::instrument(name = "trainer.run", skip_all, fields(reason = ?reason))]
     pub async fn run(&self, reason: Reason, detail: &str) -> Result<RunReport, RunError> {
         let started = Instant::now();
         let mut conn = self
