@@ -96,8 +96,10 @@ pub struct Game {
     pub source: String,
     /// When the source last changed this record.
     pub source_updated_at: DateTime<Utc>,
-    /// When the collector published this event: the start of the end-to-end
-    /// latency that the fanout measures.
+    /// When the collector published this event: the predictor measures the
+    /// event's age from it (`predictor_stream_event_age_seconds`) and passes
+    /// it on as `Prediction::event_produced_at`. (The fanout's
+    /// `fanout_e2e_latency_seconds` runs from `Prediction::predicted_at`.)
     pub produced_at: DateTime<Utc>,
 }
 

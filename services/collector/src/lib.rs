@@ -191,14 +191,10 @@ pub async fn run(
     });
     tracing::info!(%addr, "collector listening");
     sup.finally(
-        "flushing the producer",
-        Duration::from_secs(6),
-        producer.close(Duration::from_secs(5)),
-    );
-    sup.finally(
-        "closing the database pool",
+        "flushing the producer, closing the pool",
         Duration::from_secs(5),
         async move {
+            producer.close(Duration::from_secs(4)).await;
             db.close().await;
         },
     );

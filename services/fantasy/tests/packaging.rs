@@ -932,8 +932,9 @@ fn seconds(duration: &str) -> f64 {
 
 /// How long a service of ours may take to stop, by its code: its
 /// `SHUTDOWN_TIMEOUT` (the default in services/<name>/src/config.rs, or the
-/// file's setting) and the bounded steps that follow that drain in `run`
-/// (services/<name>/src/lib.rs: flushes, joins, each with its timeout).
+/// file's setting), the deadline of the one shutdown stage that drains
+/// (`sup.stage(.., cfg.shutdown_timeout)` in services/<name>/src/lib.rs),
+/// and the fixed deadlines of its other stages and last steps.
 fn shutdown_seconds(service: &str, env: &BTreeMap<String, String>) -> (f64, f64) {
     let config = read(&format!("services/{service}/src/config.rs"));
     let default = Regex::new(r#""SHUTDOWN_TIMEOUT",\s*Duration::from_secs\((\d+)\)"#)
@@ -946,14 +947,24 @@ fn shutdown_seconds(service: &str, env: &BTreeMap<String, String>) -> (f64, f64)
     let timeout = env.get("SHUTDOWN_TIMEOUT").map_or(default, |v| seconds(v));
     let lib = read(&format!("services/{service}/src/lib.rs"));
     let start = lib
-        .find("tokio::time::timeout(cfg.shutdown_timeout")
-        .unwrap_or_else(|| panic!("services/{service}/src/lib.rs: where does it drain?"));
+        .find("Supervisor::new(")
+        .unwrap_or_else(|| panic!("services/{service}/src/lib.rs: no supervisor"));
     let end = lib[start..].find("\n}\n").map_or(lib.len(), |e| start + e);
-    let after: f64 = Regex::new(r"Duration::from_secs\((\d+)\)")
-        .unwrap()
-        .captures_iter(&lib[start..end])
-        .map(|c| c[1].parse::<f64>().unwrap())
-        .sum();
+    let run = &lib[start..end];
+    // Each stage and last step, with its deadline (a call may span lines).
+    let steps = Regex::new(r"sup\.(?:stage|finally)\(\s*[^;]*?,\s*(cfg\.shutdown_timeout|Duration::from_secs\((\d+)\))")
+        .unwrap();
+    let (mut drains, mut after) = (0, 0.0);
+    for c in steps.captures_iter(run) {
+        match c.get(2) {
+            Some(secs) => after += secs.as_str().parse::<f64>().unwrap(),
+            None => drains += 1,
+        }
+    }
+    assert_eq!(
+        drains, 1,
+        "services/{service}/src/lib.rs: one stage drains within SHUTDOWN_TIMEOUT"
+    );
     (timeout, after)
 }
 

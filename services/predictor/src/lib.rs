@@ -89,7 +89,8 @@ pub async fn run(
     // flush the producer and close the pool.
     let mut sup = Supervisor::new("predictor");
     let http_stage = sup.stage("draining HTTP requests", cfg.shutdown_timeout);
-    let consumers = sup.stage("stopping consumers", cfg.shutdown_timeout);
+    // A consumer finishes its batch and commits: seconds, not a drain.
+    let consumers = sup.stage("stopping consumers", Duration::from_secs(5));
     let mut games_watch = None;
     if cfg.stream {
         let mut opts = ConsumerOptions::new(&cfg.group_id, [&topics.games]);
@@ -185,14 +186,10 @@ pub async fn run(
     });
     tracing::info!(%addr, "predictor listening");
     sup.finally(
-        "flushing the producer",
-        Duration::from_secs(6),
-        producer.close(Duration::from_secs(5)),
-    );
-    sup.finally(
-        "closing the database pool",
+        "flushing the producer, closing the pool",
         Duration::from_secs(5),
         async move {
+            producer.close(Duration::from_secs(4)).await;
             db.close().await;
         },
     );

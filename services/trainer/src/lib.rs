@@ -114,7 +114,8 @@ pub async fn run(
     // handled), let the control loop finish the training in progress (its
     // lock, its run row), stop HTTP; then flush the producer, close the pool.
     let mut sup = Supervisor::new("trainer");
-    let consumers = sup.stage("stopping consumers", cfg.shutdown_timeout);
+    // A consumer finishes its batch and commits: seconds, not a drain.
+    let consumers = sup.stage("stopping consumers", Duration::from_secs(5));
     let control_stage = sup.stage("finishing the training in progress", cfg.shutdown_timeout);
     let http_stage = sup.stage("draining HTTP requests", Duration::from_secs(5));
     let mut watches = Vec::new();
@@ -199,14 +200,10 @@ pub async fn run(
     });
     tracing::info!(%addr, "trainer listening");
     sup.finally(
-        "flushing the producer",
-        Duration::from_secs(6),
-        producer.close(Duration::from_secs(5)),
-    );
-    sup.finally(
-        "closing the database pool",
+        "flushing the producer, closing the pool",
         Duration::from_secs(5),
         async move {
+            producer.close(Duration::from_secs(4)).await;
             db.close().await;
         },
     );

@@ -389,7 +389,14 @@ async fn active_model_ready_and_metrics_describe_the_service() {
         .collect();
     assert_eq!(
         names,
-        ["model", "postgres", "redis", "kafka", "games stream"]
+        [
+            "tasks",
+            "model",
+            "postgres",
+            "redis",
+            "kafka",
+            "games stream"
+        ]
     );
 
     app.post_json("/v1/predict", &json!({"features": vec![0.0; 8]}))
