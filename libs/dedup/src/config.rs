@@ -20,9 +20,6 @@ pub const DEFAULT_EXPECTED_ITEMS: u64 = 1_000_000;
 pub const DEFAULT_FP_RATE: f64 = 0.001;
 /// `DEDUP_WINDOW` default.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 3600);
-/// `DEDUP_CLAIM_LEASE` default: longer than a publish may take (the Kafka
-/// producer gives up on a message after 5 minutes by default).
-pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(10 * 60);
 /// `DEDUP_REDIS_RETRY` default.
 pub const DEFAULT_REDIS_RETRY: Duration = Duration::from_secs(5);
 
@@ -31,8 +28,6 @@ const MIN_FP_RATE: f64 = 1e-9;
 const MAX_FP_RATE: f64 = 0.5;
 const MIN_WINDOW: Duration = Duration::from_secs(1);
 const MAX_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
-const MIN_CLAIM_LEASE: Duration = Duration::from_secs(1);
-const MAX_CLAIM_LEASE: Duration = Duration::from_secs(24 * 3600);
 const MAX_REDIS_RETRY: Duration = Duration::from_secs(600);
 
 /// Dedup settings of the collector.
@@ -50,10 +45,6 @@ pub struct DedupConfig {
     /// bloom filters for one to two windows, and by the exact store until it
     /// is purged.
     pub window: Duration,
-    /// `DEDUP_CLAIM_LEASE`: how long a claim holds a key before another
-    /// replica may claim it again (when the claimer died before publishing
-    /// or releasing). Must exceed the longest publish.
-    pub claim_lease: Duration,
     /// `DEDUP_REDIS_RETRY`: after Redis fails, how long calls go straight to
     /// Postgres before Redis is tried again (so an outage does not add a
     /// timeout to every batch).
@@ -70,7 +61,6 @@ impl Default for DedupConfig {
             expected_items: DEFAULT_EXPECTED_ITEMS,
             fp_rate: DEFAULT_FP_RATE,
             window: DEFAULT_WINDOW,
-            claim_lease: DEFAULT_CLAIM_LEASE,
             redis_retry: DEFAULT_REDIS_RETRY,
             local_filter: true,
         }
@@ -90,13 +80,6 @@ impl DedupConfig {
             ),
             fp_rate: p.ranged("DEDUP_FP_RATE", d.fp_rate, MIN_FP_RATE..=MAX_FP_RATE),
             window: duration_in(p, "DEDUP_WINDOW", d.window, MIN_WINDOW, MAX_WINDOW),
-            claim_lease: duration_in(
-                p,
-                "DEDUP_CLAIM_LEASE",
-                d.claim_lease,
-                MIN_CLAIM_LEASE,
-                MAX_CLAIM_LEASE,
-            ),
             redis_retry: duration_in(
                 p,
                 "DEDUP_REDIS_RETRY",
@@ -122,9 +105,6 @@ impl DedupConfig {
     pub fn validate(&self) -> Result<BloomParams, String> {
         if self.window < Duration::from_millis(1) {
             return Err("the dedup window must be at least 1 ms".into());
-        }
-        if self.claim_lease.is_zero() {
-            return Err("the claim lease must be above zero".into());
         }
         self.generation_params()
     }
@@ -152,13 +132,8 @@ impl fmt::Display for DedupConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "expected_items={} fp_rate={} window={:?} claim_lease={:?} redis_retry={:?} local_filter={}",
-            self.expected_items,
-            self.fp_rate,
-            self.window,
-            self.claim_lease,
-            self.redis_retry,
-            self.local_filter
+            "expected_items={} fp_rate={} window={:?} redis_retry={:?} local_filter={}",
+            self.expected_items, self.fp_rate, self.window, self.redis_retry, self.local_filter
         )?;
         if let Ok(params) = self.generation_params() {
             write!(f, " filter=[{params}]")?;
@@ -208,7 +183,6 @@ mod tests {
             ("DEDUP_EXPECTED_ITEMS", "0"),
             ("DEDUP_FP_RATE", "1.5"),
             ("DEDUP_WINDOW", "100ms"),
-            ("DEDUP_CLAIM_LEASE", "48h"),
             ("DEDUP_REDIS_RETRY", "1h"),
         ]);
         let mut p = Parser::new(&env);
@@ -221,10 +195,21 @@ mod tests {
                 "DEDUP_EXPECTED_ITEMS",
                 "DEDUP_FP_RATE",
                 "DEDUP_WINDOW",
-                "DEDUP_CLAIM_LEASE",
                 "DEDUP_REDIS_RETRY"
             ]
         );
+    }
+
+    /// `DEDUP_CLAIM_LEASE` served the two-step claim, since removed: left
+    /// in an environment, it is not read (as no unknown variable is), so
+    /// even a value once out of range changes nothing and stops nothing.
+    #[test]
+    fn the_removed_claim_lease_is_ignored() {
+        let env = Env::from_pairs([("DEDUP_CLAIM_LEASE", "48h")]);
+        let mut p = Parser::new(&env);
+        let cfg = DedupConfig::from_env(&mut p);
+        p.finish().unwrap();
+        assert_eq!(cfg, DedupConfig::default());
     }
 
     #[test]

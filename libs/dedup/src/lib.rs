@@ -28,50 +28,47 @@
 //!
 //! # Protocol
 //!
-//! Marking a key seen must follow a successful publish (a record marked but
-//! never published would be lost), and two replicas may fetch the same
-//! record. The collector does, per batch:
+//! Marking a key seen must go with storing and publishing its record (a
+//! record marked but never published would be lost), and two replicas may
+//! fetch the same record. The collector does, per batch:
 //!
 //! 1. [`Dedup::check`]: cheap (bloom, then Postgres for the hits only).
 //!    Drop the [`Verdict::Duplicate`]s.
-//! 2. [`Dedup::claim`] the [`Verdict::New`] ones: one `INSERT … ON CONFLICT`
-//!    that exactly one caller wins per key, across replicas. Drop the lost
-//!    ones: another replica is publishing them.
-//! 3. Publish the claimed records.
-//! 4. On success, [`Dedup::mark_seen`] them: the claim becomes permanent and
-//!    the bloom bits are set. On failure, [`Dedup::release`] them (or retry
-//!    the publish): the keys are free again, and the record is published when
-//!    the source yields it again. So a source must not advance its checkpoint
-//!    past records that were released.
+//! 2. Open the Postgres transaction that stores the records, and
+//!    [`Dedup::claim_in`] the [`Verdict::New`] ones first: one `INSERT` of
+//!    their keys that exactly one caller wins per key, across replicas. Drop
+//!    the lost ones: another replica has them. A second replica's claim of a
+//!    key that is still uncommitted waits for the outcome: it loses when the
+//!    first commits and wins when it rolls back.
+//! 3. Store and publish the claimed records in that transaction, and commit
+//!    only when both succeeded: a key is seen exactly when its records are,
+//!    with one write per key. Any failure rolls the transaction back, claims
+//!    included, so the keys are free again and the records are published
+//!    when the source yields them again (a source must not advance its
+//!    checkpoint past them). A replica that dies mid-transaction loses its
+//!    claims with it; nothing waits for a lease.
+//! 4. After the commit, [`Dedup::remember`] the won keys: their bloom bits,
+//!    so a re-fetch is cheap.
 //!
-//! A caller that stores its records in Postgres itself does better with
-//! one write per key (the collector does): [`Dedup::claim_in`] at the start
-//! of the transaction that stores the records, which makes the keys seen
-//! when it commits and frees them when it rolls back (another replica's
-//! claim of the same key waits for the outcome), then [`Dedup::remember`]
-//! after the commit. Steps 2 and 4 become one statement, and no lease is
-//! needed: a replica that dies mid-transaction loses its claims with it.
+//! The claim is what makes the publish exactly-once across replicas; the
+//! bloom filters only make it cheap.
 //!
-//! A claim is a lease (`DEDUP_CLAIM_LEASE`): if the replica dies between claim
-//! and publish, the key becomes claimable again when the lease runs out, and
-//! the record is not lost. The lease must exceed the longest publish, or a
-//! slow publish may be repeated by another replica (a duplicate, which the
-//! idempotent consumers absorb; never a loss).
-//!
-//! A single replica may skip `claim` (check, publish, mark_seen); two
-//! replicas racing on a new key then both see `New` and both publish. The
-//! claim is what makes the publish exactly-once across replicas; the bloom
-//! filters only make it cheap.
+//! `dedup_keys` still has the `claimed_until` column of a two-step claim
+//! (claim, publish, confirm, with a lease) that earlier releases used; it is
+//! kept, as applied migrations never change. No lease is written now, but
+//! rows an earlier release left are honoured: a live lease holds its key, an
+//! expired one is taken over by [`Dedup::claim_in`] (so none is lost), and
+//! the purge leaves live ones alone.
 //!
 //! # When Redis is down
 //!
 //! Every key goes to the exact store: `check` stays correct, just slower.
-//! `mark_seen` still records the keys in Postgres (and the local filter); their
-//! Redis bits are not set, so other replicas may see those keys as `New` and
-//! then lose the claim. Each call that could not use Redis is counted
-//! (`dedup_redis_fallbacks_total`); the outage is logged once when it starts
-//! and once when Redis answers again, and for `DEDUP_REDIS_RETRY` after a
-//! failure calls do not try Redis at all (no timeout per batch).
+//! Claims are in Postgres alone anyway, and `remember` still sets the local
+//! filter; the Redis bits are not set, so other replicas may see those keys
+//! as `New` and then lose the claim. Each call that could not use Redis is
+//! counted (`dedup_redis_fallbacks_total`); the outage is logged once when it
+//! starts and once when Redis answers again, and for `DEDUP_REDIS_RETRY`
+//! after a failure calls do not try Redis at all (no timeout per batch).
 //!
 //! # Metrics
 //!
@@ -83,7 +80,7 @@
 //!   within one batch).
 //! - `dedup_false_positives_total`: bloom hits the exact store did not
 //!   confirm.
-//! - `dedup_redis_fallbacks_total`: calls (`check`, `mark_seen`) that went
+//! - `dedup_redis_fallbacks_total`: calls (`check`, `remember`) that went
 //!   without Redis.
 //!
 //! The counters are registered when the dedup is built: install the metrics
@@ -111,8 +108,7 @@ use tracing::instrument;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    DEFAULT_CLAIM_LEASE, DEFAULT_EXPECTED_ITEMS, DEFAULT_FP_RATE, DEFAULT_REDIS_RETRY,
-    DEFAULT_WINDOW, DedupConfig,
+    DEFAULT_EXPECTED_ITEMS, DEFAULT_FP_RATE, DEFAULT_REDIS_RETRY, DEFAULT_WINDOW, DedupConfig,
 };
 pub use key::DedupKey;
 pub use local::LocalBloom;
@@ -124,7 +120,7 @@ use store::ExactStore;
 /// What [`Dedup::check`] says about a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Verdict {
-    /// Not seen: publish it (after [`Dedup::claim`] when replicas race).
+    /// Not seen: publish it, after winning its [`Dedup::claim_in`].
     New,
     /// Seen for certain (confirmed by the exact store, or an earlier key of
     /// the same batch): drop it.
@@ -467,7 +463,7 @@ impl Dedup {
     /// # async fn example(db: fantasy_db::Db) -> anyhow::Result<()> {
     /// use fantasy_dedup::{Dedup, DedupConfig, DedupKey, Verdict};
     ///
-    /// let dedup = Dedup::builder(DedupConfig::default(), db)
+    /// let dedup = Dedup::builder(DedupConfig::default(), db.clone())
     ///     .redis(fantasy_cache::RedisConfig::new("redis://127.0.0.1:6379"))
     ///     .build()?;
     /// let keys = [DedupKey::new("espn", "401585601", br#"{"home":101,"away":99}"#)];
@@ -478,10 +474,13 @@ impl Dedup {
     ///     .filter(|(_, v)| **v == Verdict::New)
     ///     .map(|(k, _)| *k)
     ///     .collect();
-    /// let won = dedup.claim(&new).await?;
+    /// let mut tx = db.pool().begin().await?;
+    /// let won = dedup.claim_in(&mut tx, &new).await?;
     /// let mine: Vec<DedupKey> = new.iter().zip(&won).filter(|(_, w)| **w).map(|(k, _)| *k).collect();
-    /// // ... publish the records of `mine`; then:
-    /// dedup.mark_seen(&mine).await?; // or, when the publish failed: dedup.release(&mine)
+    /// // ... store and publish the records of `mine` in `tx`; then (on a
+    /// // failure, drop or roll back `tx` instead: the keys are free again):
+    /// tx.commit().await?;
+    /// dedup.remember(&mine).await;
     /// # Ok(())
     /// # }
     /// ```
@@ -527,8 +526,8 @@ impl Dedup {
     }
 
     /// One verdict per key, in order. A bloom miss is `New`; a bloom hit is
-    /// `Duplicate` only when the exact store has the key (confirmed, or
-    /// claimed by a replica whose lease is live); a key repeated within
+    /// `Duplicate` only when the exact store has the key (committed, or held
+    /// by a live lease an earlier release left); a key repeated within
     /// `keys` is `Duplicate` after its first occurrence. Marks nothing.
     ///
     /// An error (Postgres failed) decides nothing: check again later.
@@ -641,31 +640,15 @@ impl Dedup {
         }
     }
 
-    /// Claims keys for publishing: one `bool` per key, `true` where this call
-    /// won it. Exactly one caller wins a key, across replicas; a key repeated
-    /// within `keys` is won at most once. A key claimed earlier whose lease
-    /// ran out (its claimer died) can be won again. Follow with
-    /// [`Dedup::mark_seen`] after the publish, or [`Dedup::release`].
-    #[instrument(skip_all, fields(keys = keys.len()))]
-    pub async fn claim(&self, keys: &[DedupKey]) -> anyhow::Result<Vec<bool>> {
-        let won = self
-            .inner
-            .store
-            .claim(keys, self.inner.config.claim_lease)
-            .await?;
-        let mut taken = HashSet::with_capacity(won.len());
-        Ok(keys
-            .iter()
-            .map(|k| won.contains(k) && taken.insert(*k))
-            .collect())
-    }
-
-    /// Claims keys inside the caller's transaction (`store::claim_on`): a
-    /// key is taken when it is new or its earlier claim expired, and is
-    /// seen once the transaction commits; a rollback gives it back. Use it
-    /// at the start of the transaction that stores the records, then
-    /// [`Dedup::remember`] after the commit. A key repeated in `keys` is
-    /// taken once.
+    /// Claims keys inside the caller's transaction (`store::claim_on`): one
+    /// `bool` per key, `true` where this call took it. A key is taken when it
+    /// is new (or holds an expired lease an earlier release left), and is
+    /// seen once the transaction commits; a rollback gives it back. Exactly
+    /// one caller takes a key, across replicas: another's claim of a key
+    /// still uncommitted waits for that transaction to end. Use it at the
+    /// start of the transaction that stores the records, then
+    /// [`Dedup::remember`] the taken keys after the commit. A key repeated in
+    /// `keys` is taken once.
     #[instrument(skip_all, fields(keys = keys.len()))]
     pub async fn claim_in(
         &self,
@@ -680,25 +663,10 @@ impl Dedup {
             .collect())
     }
 
-    /// Records keys as seen, after their records were published: in
-    /// Postgres first (confirming their claims, or inserting them), then in
-    /// the bloom filters. Fails only when Postgres does; without Redis the
-    /// keys are still recorded (and the fallback counted).
-    #[instrument(skip_all, fields(keys = keys.len()))]
-    pub async fn mark_seen(&self, keys: &[DedupKey]) -> anyhow::Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        self.inner.store.confirm(keys).await?;
-        self.remember(keys).await;
-        Ok(())
-    }
-
-    /// [`Dedup::mark_seen`]'s bloom half: sets the keys' bits in the local
-    /// and the shared filters, after the keys are seen in Postgres (the
-    /// commit of [`Dedup::claim_in`]'s transaction, or `mark_seen`). Cannot
-    /// fail: without Redis the keys are still in Postgres (the fallback is
-    /// counted), which keeps every verdict right.
+    /// Sets the keys' bits in the local and the shared filters, after the
+    /// keys are seen in Postgres (the commit of [`Dedup::claim_in`]'s
+    /// transaction). Cannot fail: without Redis the keys are still in
+    /// Postgres (the fallback is counted), which keeps every verdict right.
     #[instrument(skip_all, fields(keys = keys.len()))]
     pub async fn remember(&self, keys: &[DedupKey]) {
         if keys.is_empty() {
@@ -721,16 +689,9 @@ impl Dedup {
         }
     }
 
-    /// Gives claimed keys back after a failed publish, so the records are
-    /// published when they come again. Only pending claims are deleted,
-    /// never a key marked seen. Returns how many were released.
-    #[instrument(skip_all, fields(keys = keys.len()))]
-    pub async fn release(&self, keys: &[DedupKey]) -> anyhow::Result<u64> {
-        self.inner.store.release(keys).await
-    }
-
     /// Deletes up to `limit` keys first seen more than `age` ago from the
-    /// exact store (live claims excepted); returns how many. Keep `age` well
+    /// exact store (live leases of an earlier release excepted); returns how
+    /// many. Keep `age` well
     /// above two windows and above how far back the sources re-send records:
     /// a purged key that comes again is published again.
     pub async fn purge_older_than(&self, age: Duration, limit: u32) -> anyhow::Result<u64> {

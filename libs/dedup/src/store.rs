@@ -1,11 +1,14 @@
 //! The exact store: `dedup_keys` in Postgres.
 //!
-//! A row is either confirmed (`claimed_until IS NULL`: its record was
-//! published) or a pending claim (`claimed_until` in the future: a replica
-//! is publishing it; in the past: that replica died, and the key may be
-//! claimed again). Every statement takes one batch, sorted, so two replicas
-//! writing overlapping batches lock rows in the same order and cannot
-//! deadlock each other.
+//! A committed row is a seen key: [`claim_on`] inserts it in the transaction
+//! that stores its record. `claimed_until` is the lease of the two-step claim
+//! earlier releases made (claim, publish, confirm); no lease is written now,
+//! but a row one of them left is still read as it meant: a lease in the
+//! future holds the key (that replica is publishing it), one in the past
+//! frees it (that replica died) for [`claim_on`] to take over, and a row
+//! with none is seen. Every statement takes one batch, sorted, so two
+//! replicas writing overlapping batches lock rows in the same order and
+//! cannot deadlock each other.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -45,8 +48,8 @@ impl ExactStore {
         Self { db }
     }
 
-    /// The keys of `keys` that are seen: confirmed, or claimed by a replica
-    /// whose lease has not run out.
+    /// The keys of `keys` that are seen: committed, or held by a lease (of
+    /// an earlier release) that has not run out.
     pub(crate) async fn seen(&self, keys: &[DedupKey]) -> anyhow::Result<HashSet<DedupKey>> {
         if keys.is_empty() {
             return Ok(HashSet::new());
@@ -62,75 +65,8 @@ impl ExactStore {
         key_set(rows)
     }
 
-    /// Claims `keys` for `lease`: returns those this call won (new keys,
-    /// and keys whose previous claim expired). Under concurrency exactly one
-    /// caller wins a key: the loser's insert waits for the winner's row and
-    /// then finds its lease live.
-    pub(crate) async fn claim(
-        &self,
-        keys: &[DedupKey],
-        lease: Duration,
-    ) -> anyhow::Result<HashSet<DedupKey>> {
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-            "INSERT INTO dedup_keys (key, seen_at, claimed_until) \
-             SELECT k, now(), now() + make_interval(secs => $2) \
-             FROM UNNEST($1::bytea[]) AS t(k) ORDER BY k \
-             ON CONFLICT (key) DO UPDATE \
-                SET seen_at = EXCLUDED.seen_at, claimed_until = EXCLUDED.claimed_until \
-                WHERE dedup_keys.claimed_until IS NOT NULL AND dedup_keys.claimed_until <= now() \
-             RETURNING key",
-        )
-        .bind(sorted_bytes(keys))
-        .bind(lease.as_secs_f64())
-        .fetch_all(self.db.pool())
-        .await
-        .context("claiming dedup keys")?;
-        key_set(rows)
-    }
-
-    /// Records `keys` as seen for good: inserts the new ones, confirms
-    /// pending claims, leaves confirmed rows alone.
-    pub(crate) async fn confirm(&self, keys: &[DedupKey]) -> anyhow::Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO dedup_keys (key) \
-             SELECT k FROM UNNEST($1::bytea[]) AS t(k) ORDER BY k \
-             ON CONFLICT (key) DO UPDATE SET claimed_until = NULL \
-                WHERE dedup_keys.claimed_until IS NOT NULL",
-        )
-        .bind(sorted_bytes(keys))
-        .execute(self.db.pool())
-        .await
-        .context("marking dedup keys seen")?;
-        Ok(())
-    }
-
-    /// Deletes the pending claims among `keys` (never a confirmed key).
-    /// Returns how many were released.
-    pub(crate) async fn release(&self, keys: &[DedupKey]) -> anyhow::Result<u64> {
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let done = sqlx::query(
-            "DELETE FROM dedup_keys WHERE key IN ( \
-                SELECT key FROM dedup_keys \
-                WHERE key = ANY($1) AND claimed_until IS NOT NULL \
-                ORDER BY key FOR UPDATE)",
-        )
-        .bind(sorted_bytes(keys))
-        .execute(self.db.pool())
-        .await
-        .context("releasing dedup claims")?;
-        Ok(done.rows_affected())
-    }
-
     /// Deletes up to `limit` rows first seen more than `age` ago, never a
-    /// live claim. Returns how many. Found through the BRIN index on
+    /// live lease. Returns how many. Found through the BRIN index on
     /// `seen_at` (rows arrive in time order), in no particular order: any
     /// old rows will do, and not sorting keeps a large backlog cheap.
     pub(crate) async fn purge(&self, age: Duration, limit: u32) -> anyhow::Result<u64> {
@@ -151,12 +87,13 @@ impl ExactStore {
 }
 
 /// Claims `keys` for good inside the caller's transaction: inserts the new
-/// ones as seen, takes over expired claims, and returns the keys it took.
+/// ones as seen, takes over expired leases (an earlier release's), and
+/// returns the keys it took.
 /// Nothing is visible to other replicas until the commit; one that inserts
 /// the same key meanwhile waits for it, then finds the key seen (commit) or
 /// takes it (rollback). So a rolled-back transaction releases its keys with
-/// no further statement, and a committed one confirmed them with its
-/// records: one write per key instead of a claim and a confirmation.
+/// no further statement, and a committed one made them seen with its
+/// records: one write per key.
 pub(crate) async fn claim_on(
     conn: &mut sqlx::PgConnection,
     keys: &[DedupKey],
@@ -169,7 +106,7 @@ pub(crate) async fn claim_on(
     // nearly always none is stored yet. A plain INSERT checks uniqueness in
     // one index descent per key, where `ON CONFLICT` takes two and logs the
     // speculative insertion (measured: 20-40% less time per key). Any key
-    // already there (another replica's, an expired claim) fails it with a
+    // already there (another replica's, an expired lease) fails it with a
     // unique violation, which the savepoint confines to this statement:
     // then the general form below decides key by key.
     sqlx::query("SAVEPOINT dedup_claim")

@@ -61,6 +61,39 @@ fn all(v: &[Verdict], want: Verdict) -> bool {
     v.iter().all(|x| *x == want)
 }
 
+/// Makes `keys` seen as the collector does: claimed in a transaction on
+/// `db` (`d`'s database), committed, then remembered in the bloom filters.
+async fn store_seen(d: &Dedup, db: &Db, keys: &[DedupKey]) {
+    let mut tx = db.pool().begin().await.unwrap();
+    d.claim_in(&mut tx, keys).await.unwrap();
+    tx.commit().await.unwrap();
+    d.remember(keys).await;
+}
+
+/// `claim_in` in a transaction of its own on `db`, rolled back: which keys
+/// could be taken now, changing nothing.
+async fn could_claim(d: &Dedup, db: &Db, keys: &[DedupKey]) -> Vec<bool> {
+    let mut tx = db.pool().begin().await.unwrap();
+    let won = d.claim_in(&mut tx, keys).await.unwrap();
+    tx.rollback().await.unwrap();
+    won
+}
+
+/// A pending claim of the two-step protocol earlier releases used, as one
+/// of them may have left it: `key` with a lease ending `secs` from now (in
+/// the past when negative).
+async fn leave_lease(db: &Db, key: DedupKey, secs: f64) {
+    sqlx::query(
+        "INSERT INTO dedup_keys (key, claimed_until) \
+         VALUES ($1, now() + make_interval(secs => $2))",
+    )
+    .bind(key.as_bytes().to_vec())
+    .bind(secs)
+    .execute(db.pool())
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn marked_keys_are_duplicates_when_checked_again() {
     let t = TestDb::new().await.unwrap();
@@ -69,7 +102,7 @@ async fn marked_keys_are_duplicates_when_checked_again() {
     assert!(all(&d.check(&ks).await.unwrap(), Verdict::New));
     // Checking marks nothing.
     assert!(all(&d.check(&ks).await.unwrap(), Verdict::New));
-    d.mark_seen(&ks).await.unwrap();
+    store_seen(&d, &t.db, &ks).await;
     assert!(all(&d.check(&ks).await.unwrap(), Verdict::Duplicate));
     let s = d.stats();
     assert_eq!(s.checks, 900);
@@ -85,7 +118,7 @@ async fn changed_content_is_a_new_key_and_an_unchanged_refetch_is_not() {
     let t = TestDb::new().await.unwrap();
     let d = dedup(&t.db, config(), redis_config());
     let v1 = DedupKey::new("espn", "g1", br#"{"home":0,"away":0}"#);
-    d.mark_seen(&[v1]).await.unwrap();
+    store_seen(&d, &t.db, &[v1]).await;
     let refetch = DedupKey::new("espn", "g1", br#"{"home":0,"away":0}"#);
     let scored = DedupKey::new("espn", "g1", br#"{"home":7,"away":0}"#);
     let verdicts = d.check(&[refetch, scored]).await.unwrap();
@@ -108,7 +141,10 @@ async fn a_key_repeated_within_a_batch_is_new_once() {
             Verdict::Duplicate
         ]
     );
-    assert_eq!(d.claim(&[a, a, b]).await.unwrap(), [true, false, true]);
+    assert_eq!(
+        could_claim(&d, &t.db, &[a, a, b]).await,
+        [true, false, true]
+    );
     t.drop_database().await.unwrap();
 }
 
@@ -119,7 +155,7 @@ async fn a_replica_sees_through_redis_what_another_marked() {
     let a = dedup(&t.db, config(), redis.clone());
     let b = dedup(&another_pool(&t).await, config(), redis);
     let ks = keys("shared", 200);
-    a.mark_seen(&ks).await.unwrap();
+    store_seen(&a, &t.db, &ks).await;
     // B's local filter is empty: its bloom hits come from Redis.
     assert!(all(&b.check(&ks).await.unwrap(), Verdict::Duplicate));
     assert!(b.stats().bloom_hits >= 200);
@@ -129,18 +165,23 @@ async fn a_replica_sees_through_redis_what_another_marked() {
     t.drop_database().await.unwrap();
 }
 
+/// Eight claimers on two replicas (two pools), each walking the same keys in
+/// its own order, one transaction per batch: every key is taken by exactly
+/// one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_key_is_claimed_exactly_once_under_concurrency() {
     let t = TestDb::new().await.unwrap();
     let redis = redis_config();
+    let pools = [t.db.clone(), another_pool(&t).await];
     let replicas = [
-        dedup(&t.db, config(), redis.clone()),
-        dedup(&another_pool(&t).await, config(), redis),
+        dedup(&pools[0], config(), redis.clone()),
+        dedup(&pools[1], config(), redis),
     ];
     let ks = Arc::new(keys("race", 600));
     let mut tasks = Vec::new();
     for task in 0..8usize {
         let d = replicas[task % 2].clone();
+        let db = pools[task % 2].clone();
         let ks = Arc::clone(&ks);
         tasks.push(tokio::spawn(async move {
             // Each task walks the keys in its own order, in batches of 50.
@@ -151,7 +192,9 @@ async fn each_key_is_claimed_exactly_once_under_concurrency() {
             }
             let mut won = Vec::new();
             for batch in order.chunks(50) {
-                let claimed = d.claim(batch).await.unwrap();
+                let mut tx = db.pool().begin().await.unwrap();
+                let claimed = d.claim_in(&mut tx, batch).await.unwrap();
+                tx.commit().await.unwrap();
                 won.extend(
                     batch
                         .iter()
@@ -174,22 +217,15 @@ async fn each_key_is_claimed_exactly_once_under_concurrency() {
     t.drop_database().await.unwrap();
 }
 
-/// How a replica claims the new keys of a batch.
-#[derive(Clone, Copy, Debug)]
-enum Protocol {
-    /// `claim`, publish, then `mark_seen` (or `release` when it failed).
-    TwoStep,
-    /// `claim_in` the transaction that stores the records, as the
-    /// collector does: commit (or roll back when the publish failed), then
-    /// `remember`.
-    InTransaction,
-}
-
 /// Two replicas fed the same records in different orders, re-sent on every
 /// poll as a scoreboard does, with publishes that fail now and then (except
 /// in the last poll: a freed record is published when it comes again):
-/// every record is published, and exactly once.
-async fn two_replicas_publish_every_record_exactly_once(protocol: Protocol) {
+/// every record is published, and exactly once. Each claims the new keys
+/// of a batch as the collector does: `claim_in` the transaction that stores
+/// the records, commit (or roll back when the publish failed), then
+/// `remember`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_in_the_storing_transaction_publish_every_record_exactly_once() {
     let t = TestDb::new().await.unwrap();
     let redis = redis_config();
     let pools = [t.db.clone(), another_pool(&t).await];
@@ -214,36 +250,22 @@ async fn two_replicas_publish_every_record_exactly_once(protocol: Protocol) {
                         .filter(|(_, v)| v.is_new())
                         .map(|(k, _)| *k)
                         .collect();
-                    let won = |won: Vec<bool>| -> Vec<DedupKey> {
-                        new.iter()
-                            .zip(won)
-                            .filter(|(_, w)| *w)
-                            .map(|(k, _)| *k)
-                            .collect()
-                    };
                     attempt += 1;
                     let failed = poll < 4 && attempt.is_multiple_of(3);
-                    match protocol {
-                        Protocol::TwoStep => {
-                            let mine = won(d.claim(&new).await.unwrap());
-                            if failed {
-                                d.release(&mine).await.unwrap();
-                            } else {
-                                published.lock().unwrap().extend(&mine);
-                                d.mark_seen(&mine).await.unwrap();
-                            }
-                        }
-                        Protocol::InTransaction => {
-                            let mut tx = db.pool().begin().await.unwrap();
-                            let mine = won(d.claim_in(&mut tx, &new).await.unwrap());
-                            if failed {
-                                tx.rollback().await.unwrap();
-                            } else {
-                                published.lock().unwrap().extend(&mine);
-                                tx.commit().await.unwrap();
-                                d.remember(&mine).await;
-                            }
-                        }
+                    let mut tx = db.pool().begin().await.unwrap();
+                    let won = d.claim_in(&mut tx, &new).await.unwrap();
+                    let mine: Vec<DedupKey> = new
+                        .iter()
+                        .zip(won)
+                        .filter(|(_, w)| *w)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    if failed {
+                        tx.rollback().await.unwrap();
+                    } else {
+                        published.lock().unwrap().extend(&mine);
+                        tx.commit().await.unwrap();
+                        d.remember(&mine).await;
                     }
                 }
             }
@@ -254,43 +276,25 @@ async fn two_replicas_publish_every_record_exactly_once(protocol: Protocol) {
     }
     let published = published.lock().unwrap().clone();
     let unique: HashSet<DedupKey> = published.iter().copied().collect();
-    assert_eq!(
-        unique.len(),
-        records.len(),
-        "{protocol:?}: a record was lost"
-    );
+    assert_eq!(unique.len(), records.len(), "a record was lost");
     assert_eq!(
         published.len(),
         records.len(),
-        "{protocol:?}: a record was published twice"
+        "a record was published twice"
     );
     t.drop_database().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_two_step_protocol_publishes_every_record_exactly_once_across_replicas() {
-    two_replicas_publish_every_record_exactly_once(Protocol::TwoStep).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn claims_in_the_storing_transaction_publish_every_record_exactly_once() {
-    two_replicas_publish_every_record_exactly_once(Protocol::InTransaction).await;
-}
-
-/// A key claimed in an open transaction: a second replica's claim waits for
-/// it, then loses (commit) or wins (rollback); an expired claim of the older
-/// two-step protocol is taken over.
+/// A key claimed in an open transaction: a check meanwhile says `New` (and
+/// does not wait), a second replica's claim waits for it, then loses
+/// (commit) or wins (rollback).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_in_a_transaction_holds_the_key_until_it_ends() {
     let t = TestDb::new().await.unwrap();
-    let cfg = DedupConfig {
-        claim_lease: Duration::from_secs(1),
-        ..config()
-    };
     let other_db = another_pool(&t).await;
-    let first = dedup(&t.db, cfg.clone(), redis_config());
-    let second = dedup(&other_db, cfg, redis_config());
-    let [a, b, c] = ["a", "b", "c"].map(|id| DedupKey::new("s", id, b""));
+    let first = dedup(&t.db, config(), redis_config());
+    let second = dedup(&other_db, config(), redis_config());
+    let [a, b] = ["a", "b"].map(|id| DedupKey::new("s", id, b""));
 
     for (commit, expect_second) in [(true, false), (false, true)] {
         let key = if commit { a } else { b };
@@ -308,6 +312,10 @@ async fn a_claim_in_a_transaction_holds_the_key_until_it_ends() {
                 won
             })
         };
+        // Uncommitted, and not in the bloom filters (they learn a key after
+        // the commit): a re-fetch checks `New` without waiting, and its
+        // claim is what waits.
+        assert_eq!(second.check(&[key]).await.unwrap(), [Verdict::New]);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
             !waiting.is_finished(),
@@ -320,23 +328,98 @@ async fn a_claim_in_a_transaction_holds_the_key_until_it_ends() {
         }
         assert_eq!(waiting.await.unwrap(), [expect_second], "commit: {commit}");
         // Either way one of them committed it: seen for good.
-        let mut tx = t.db.pool().begin().await.unwrap();
-        assert_eq!(first.claim_in(&mut tx, &[key]).await.unwrap(), [false]);
-        tx.rollback().await.unwrap();
+        assert_eq!(could_claim(&first, &t.db, &[key]).await, [false]);
+        first.remember(&[key]).await;
+        assert_eq!(first.check(&[key]).await.unwrap(), [Verdict::Duplicate]);
     }
+    t.drop_database().await.unwrap();
+}
 
-    // A two-step claim whose replica died: taken over once it expires.
-    assert_eq!(first.claim(&[c]).await.unwrap(), [true]);
-    let mut tx = other_db.pool().begin().await.unwrap();
-    assert_eq!(second.claim_in(&mut tx, &[c]).await.unwrap(), [false]);
-    tx.rollback().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    let mut tx = other_db.pool().begin().await.unwrap();
-    assert_eq!(second.claim_in(&mut tx, &[c]).await.unwrap(), [true]);
+/// A replica that dies in the middle of its transaction (its connection
+/// gone, no rollback sent): Postgres aborts the transaction, so the other
+/// replica's waiting claim takes the key; the record is not lost and no
+/// lease has to run out first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_replica_died_mid_transaction_is_taken_by_another() {
+    use sqlx::Connection as _;
+
+    let t = TestDb::new().await.unwrap();
+    let redis = redis_config();
+    let alive_db = another_pool(&t).await;
+    let dead = dedup(&t.db, config(), redis.clone());
+    let alive = dedup(&alive_db, config(), redis);
+    let k = DedupKey::new("s", "orphan", b"");
+
+    let mut conn = sqlx::PgConnection::connect(&t.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    assert_eq!(dead.claim_in(&mut conn, &[k]).await.unwrap(), [true]);
+    let waiting = {
+        let (alive, db) = (alive.clone(), alive_db.clone());
+        tokio::spawn(async move {
+            let mut tx = db.pool().begin().await.unwrap();
+            let won = alive.claim_in(&mut tx, &[k]).await.unwrap();
+            tx.commit().await.unwrap();
+            alive.remember(&[k]).await;
+            won
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the claim must wait for the first");
+    // `dead` crashes here: neither publish, nor commit, nor rollback.
+    drop(conn);
+    let won = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting claim must end once the first replica is gone")
+        .unwrap();
+    assert_eq!(won, [true]);
+    // Committed by `alive`: seen for good, by both.
+    assert_eq!(dead.check(&[k]).await.unwrap(), [Verdict::Duplicate]);
+    assert_eq!(could_claim(&dead, &t.db, &[k]).await, [false]);
+    t.drop_database().await.unwrap();
+}
+
+/// Pending claims an earlier release's two-step protocol left in
+/// `dedup_keys` (`claimed_until`): a live lease holds its key (a check says
+/// `Duplicate` once a bloom filter hits, a claim loses); an expired one (that
+/// replica died) is new again and taken over, for good.
+#[tokio::test]
+async fn leases_an_earlier_release_left_are_honoured() {
+    let t = TestDb::new().await.unwrap();
+    let d = dedup(&t.db, config(), redis_config());
+    let [live, expired] = ["live", "expired"].map(|id| DedupKey::new("s", id, b""));
+    leave_lease(&t.db, live, 600.0).await;
+    leave_lease(&t.db, expired, -1.0).await;
+
+    assert_eq!(
+        could_claim(&d, &t.db, &[live, expired]).await,
+        [false, true]
+    );
+    // The bloom filters knew neither (a lease was set before the publish):
+    // a miss is `New`; once they hit, the exact store decides.
+    d.remember(&[live, expired]).await;
+    assert_eq!(
+        d.check(&[live, expired]).await.unwrap(),
+        [Verdict::Duplicate, Verdict::New]
+    );
+
+    let mut tx = t.db.pool().begin().await.unwrap();
+    assert_eq!(
+        d.claim_in(&mut tx, &[live, expired]).await.unwrap(),
+        [false, true]
+    );
     tx.commit().await.unwrap();
-    // Confirmed: no lease left to run out.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(first.claim(&[c]).await.unwrap(), [false]);
+    // Taken over: no lease left to run out.
+    let confirmed: bool =
+        sqlx::query_scalar("SELECT claimed_until IS NULL FROM dedup_keys WHERE key = $1")
+            .bind(expired.as_bytes().to_vec())
+            .fetch_one(t.db.pool())
+            .await
+            .unwrap();
+    assert!(confirmed);
+    assert_eq!(
+        d.check(&[live, expired]).await.unwrap(),
+        [Verdict::Duplicate, Verdict::Duplicate]
+    );
     t.drop_database().await.unwrap();
 }
 
@@ -348,7 +431,7 @@ async fn a_claim_batch_holding_a_stored_key_takes_exactly_the_new_ones() {
     let t = TestDb::new().await.unwrap();
     let d = dedup(&t.db, config(), redis_config());
     let old = keys("mixed-old", 3);
-    d.mark_seen(&old).await.unwrap();
+    store_seen(&d, &t.db, &old).await;
     let new = keys("mixed-new", 50);
     let mut batch = new.clone();
     batch.insert(10, old[1]);
@@ -390,53 +473,6 @@ async fn a_claim_batch_holding_a_stored_key_takes_exactly_the_new_ones() {
 }
 
 #[tokio::test]
-async fn a_released_claim_is_new_again_but_a_marked_key_cannot_be_released() {
-    let t = TestDb::new().await.unwrap();
-    let d = dedup(&t.db, config(), redis_config());
-    let [a, b] = [DedupKey::new("s", "a", b""), DedupKey::new("s", "b", b"")];
-    assert_eq!(d.claim(&[a, b]).await.unwrap(), [true, true]);
-    // Claimed, not yet published: the bloom filters do not know the keys
-    // (they are marked only after the publish), so a re-fetch checks New,
-    // and its claim is refused: the record is in flight.
-    assert!(all(&d.check(&[a, b]).await.unwrap(), Verdict::New));
-    assert_eq!(d.claim(&[a, b]).await.unwrap(), [false, false]);
-    d.mark_seen(&[b]).await.unwrap();
-    // The publish of `a` failed.
-    assert_eq!(d.release(&[a, b]).await.unwrap(), 1);
-    assert_eq!(
-        d.check(&[a, b]).await.unwrap(),
-        [Verdict::New, Verdict::Duplicate]
-    );
-    assert_eq!(d.claim(&[a, b]).await.unwrap(), [true, false]);
-    t.drop_database().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_claim_whose_replica_died_expires_and_can_be_claimed_again() {
-    let t = TestDb::new().await.unwrap();
-    let cfg = DedupConfig {
-        claim_lease: Duration::from_secs(1),
-        ..config()
-    };
-    let redis = redis_config();
-    let dead = dedup(&t.db, cfg.clone(), redis.clone());
-    let alive = dedup(&another_pool(&t).await, cfg, redis);
-    let k = DedupKey::new("s", "orphan", b"");
-    assert_eq!(dead.claim(&[k]).await.unwrap(), [true]);
-    // `dead` crashes here: neither publish, nor mark_seen, nor release.
-    assert_eq!(alive.claim(&[k]).await.unwrap(), [false]);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(alive.check(&[k]).await.unwrap(), [Verdict::New]);
-    assert_eq!(alive.claim(&[k]).await.unwrap(), [true]);
-    alive.mark_seen(&[k]).await.unwrap();
-    // Confirmed keys have no lease: they stay seen.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(dead.check(&[k]).await.unwrap(), [Verdict::Duplicate]);
-    assert_eq!(dead.claim(&[k]).await.unwrap(), [false]);
-    t.drop_database().await.unwrap();
-}
-
-#[tokio::test]
 async fn without_redis_the_exact_store_keeps_every_answer_right() {
     // Install the Prometheus recorder before the dedup takes its counters.
     let metrics = fantasy_telemetry::metrics_handle();
@@ -447,14 +483,18 @@ async fn without_redis_the_exact_store_keeps_every_answer_right() {
     let ks = keys("down", 100);
     let started = std::time::Instant::now();
     assert!(all(&d.check(&ks).await.unwrap(), Verdict::New));
-    assert!(d.claim(&ks[..50]).await.unwrap().iter().all(|w| *w));
-    d.mark_seen(&ks[..50]).await.unwrap();
+    let mut tx = t.db.pool().begin().await.unwrap();
+    let won = d.claim_in(&mut tx, &ks[..50]).await.unwrap();
+    assert!(won.iter().all(|w| *w));
+    tx.commit().await.unwrap();
+    d.remember(&ks[..50]).await;
     let verdicts = d.check(&ks).await.unwrap();
     assert!(all(&verdicts[..50], Verdict::Duplicate));
     assert!(all(&verdicts[50..], Verdict::New));
     assert!(started.elapsed() < Duration::from_secs(5));
     let s = d.stats();
-    // check, mark_seen, check: three calls without Redis, one outage.
+    // check, remember, check: three calls without Redis (the claim never
+    // uses it), one outage.
     assert_eq!(s.redis_fallbacks, 3, "{s:?}");
     assert_eq!(s.redis_outages, 1, "{s:?}");
     // Nothing went through a bloom filter but the local one.
@@ -491,7 +531,7 @@ async fn generations_roll_over_and_the_exact_store_outlives_them() {
         .unwrap();
     let first = d.generation();
     let ks = keys("old", 100);
-    d.mark_seen(&ks).await.unwrap();
+    store_seen(&d, &t.db, &ks).await;
 
     // The generation key exists, expires at the end of the next window.
     let cache = Cache::connect(&redis).await.unwrap();
@@ -512,7 +552,7 @@ async fn generations_roll_over_and_the_exact_store_outlives_them() {
     assert!(all(&d.check(&ks).await.unwrap(), Verdict::Duplicate));
     assert_eq!(d.stats().bloom_hits - before.bloom_hits, 100);
     let newer = keys("new", 100);
-    d.mark_seen(&newer).await.unwrap();
+    store_seen(&d, &t.db, &newer).await;
 
     // Two windows later the first generation is out of the lookup: the
     // bloom filters forgot those keys (a miss means New), the exact store
@@ -529,7 +569,7 @@ async fn generations_roll_over_and_the_exact_store_outlives_them() {
         0
     );
     assert!(all(&d.check(&ks).await.unwrap(), Verdict::New));
-    assert!(d.claim(&ks).await.unwrap().iter().all(|w| !*w));
+    assert!(could_claim(&d, &t.db, &ks).await.iter().all(|w| !*w));
     // The keys marked one window ago are still remembered.
     assert!(all(&d.check(&newer).await.unwrap(), Verdict::Duplicate));
     t.drop_database().await.unwrap();
@@ -601,30 +641,34 @@ async fn check_and_insert_answers_then_remembers_in_one_call() {
 }
 
 #[tokio::test]
-async fn purge_removes_old_keys_but_not_live_claims() {
+async fn purge_removes_old_keys_but_not_live_leases() {
     let t = TestDb::new().await.unwrap();
     let d = dedup(&t.db, config(), redis_config());
     let old = keys("old", 10);
-    let claimed = keys("claimed", 5);
-    d.mark_seen(&old).await.unwrap();
-    d.claim(&claimed).await.unwrap();
+    // Pending claims an earlier release left: 5 live, 2 expired.
+    let leased = keys("leased", 7);
+    store_seen(&d, &t.db, &old).await;
+    for (i, k) in leased.iter().enumerate() {
+        leave_lease(&t.db, *k, if i < 5 { 600.0 } else { -1.0 }).await;
+    }
     sqlx::query("UPDATE dedup_keys SET seen_at = now() - interval '10 days'")
         .execute(t.db.pool())
         .await
         .unwrap();
     let fresh = keys("fresh", 3);
-    d.mark_seen(&fresh).await.unwrap();
+    store_seen(&d, &t.db, &fresh).await;
     assert_eq!(
         d.purge_older_than(Duration::from_secs(7 * 86_400), 4)
             .await
             .unwrap(),
         4
     );
+    // The other 6 old keys and the 2 expired leases.
     assert_eq!(
         d.purge_older_than(Duration::from_secs(7 * 86_400), 1000)
             .await
             .unwrap(),
-        6
+        8
     );
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM dedup_keys")
         .fetch_one(t.db.pool())
@@ -640,19 +684,16 @@ async fn purge_removes_old_keys_but_not_live_claims() {
 struct Batch {
     records: Vec<(u16, u8)>,
     publish_ok: bool,
-    use_claim: bool,
 }
 
 fn batches() -> impl Strategy<Value = Vec<Batch>> {
     let batch = (
         prop::collection::vec((0u16..300, 0u8..3), 1..60),
         prop::bool::weighted(0.8),
-        any::<bool>(),
     )
-        .prop_map(|(records, publish_ok, use_claim)| Batch {
+        .prop_map(|(records, publish_ok)| Batch {
             records,
             publish_ok,
-            use_claim,
         });
     prop::collection::vec(batch, 1..25)
 }
@@ -716,18 +757,15 @@ fn a_tiny_filter_loses_nothing_and_lets_no_duplicate_through() {
                         .filter(|(_, v)| v.is_new())
                         .map(|(k, _)| *k)
                         .collect();
-                    if batch.use_claim {
-                        let won = d.claim(&new).await.unwrap();
-                        prop_assert!(won.iter().all(|w| *w), "one replica wins all");
-                        if batch.publish_ok {
-                            d.mark_seen(&new).await.unwrap();
-                            model.extend(&new);
-                        } else {
-                            d.release(&new).await.unwrap();
-                        }
-                    } else if batch.publish_ok {
-                        d.mark_seen(&new).await.unwrap();
+                    let mut tx = t.db.pool().begin().await.unwrap();
+                    let won = d.claim_in(&mut tx, &new).await.unwrap();
+                    prop_assert!(won.iter().all(|w| *w), "one replica wins all");
+                    if batch.publish_ok {
+                        tx.commit().await.unwrap();
+                        d.remember(&new).await;
                         model.extend(&new);
+                    } else {
+                        tx.rollback().await.unwrap();
                     }
                 }
                 let s = d.stats();
@@ -832,7 +870,7 @@ async fn an_outage_is_counted_per_call_logged_once_and_redis_is_used_again_after
     };
     let d = dedup(&t.db, cfg.clone(), redis);
     let before = keys("before", 50);
-    d.mark_seen(&before).await.unwrap();
+    store_seen(&d, &t.db, &before).await;
     assert!(all(&d.check(&before).await.unwrap(), Verdict::Duplicate));
     assert_eq!(d.stats().redis_fallbacks, 0);
 
@@ -842,7 +880,7 @@ async fn an_outage_is_counted_per_call_logged_once_and_redis_is_used_again_after
         assert!(all(&d.check(&before).await.unwrap(), Verdict::Duplicate));
         assert!(all(&d.check(&during).await.unwrap(), Verdict::New));
     }
-    d.mark_seen(&during).await.unwrap();
+    store_seen(&d, &t.db, &during).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     // Past the retry interval Redis is tried again, and fails again: the
     // same outage.
@@ -868,9 +906,15 @@ async fn an_outage_is_counted_per_call_logged_once_and_redis_is_used_again_after
     assert_eq!(d.stats().redis_outages, 1);
     // Keys marked during the outage are in Postgres, not in Redis: another
     // replica's bloom misses them, and its claim is refused.
-    let other = dedup(&another_pool(&t).await, cfg, direct);
+    let other_db = another_pool(&t).await;
+    let other = dedup(&other_db, cfg, direct);
     assert!(all(&other.check(&during).await.unwrap(), Verdict::New));
-    assert!(other.claim(&during).await.unwrap().iter().all(|w| !*w));
+    assert!(
+        could_claim(&other, &other_db, &during)
+            .await
+            .iter()
+            .all(|w| !*w)
+    );
 
     // A second outage is a second log line.
     proxy.cut().await;

@@ -209,7 +209,6 @@ async fn four_binaries_and_a_broker_survive_restarts_without_loss_or_duplicates(
             "sim:nba?seed=7&teams=10&games=30&history=16&minutes=0.33&batch=20",
         ),
         ("TRAIN_MIN_GAMES", "60"),
-        ("DEDUP_CLAIM_LEASE", "2s"),
         ("RUST_LOG", "warn"),
         ("LOG_FORMAT", "json"),
     ]
