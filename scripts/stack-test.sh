@@ -347,7 +347,10 @@ wait_for 900 season_over ||
 exactly_once() {
   [ "$(psql_stack "SELECT count(*) || ' ' || count(DISTINCT game_id) FROM predictions")" = "$GAMES $GAMES" ]
 }
-if ! wait_for 120 exactly_once; then
+# A partition tansu stranded with a killed member heals within two stall
+# times (KAFKA_STALL_AFTER, 60 s: the stall, then the members' settling)
+# and a rejoin: the wait covers that.
+if ! wait_for 240 exactly_once; then
   # Where the stream stands: the games without a prediction, and each
   # group's lag, stalls and heals as Prometheus last saw them.
   say "games without a prediction: $(psql_stack "SELECT string_agg(game_id, ' ') FROM (SELECT g.game_id FROM games g LEFT JOIN predictions p USING (game_id) WHERE p.game_id IS NULL ORDER BY 1 LIMIT 20) m")"
