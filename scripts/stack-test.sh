@@ -104,6 +104,8 @@ cleanup() {
   docker image rm fantasy/predictor:unhealthy fantasy/predictor:next fantasy/fanout:next >/dev/null 2>&1 || true
   if [ "$made_swarm" = 1 ]; then
     docker swarm leave --force >/dev/null 2>&1 || true
+    # The swarm's bridge to the host stays behind otherwise.
+    docker network rm docker_gwbridge >/dev/null 2>&1 || true
   fi
   rm -rf "$tmp"
   say "summary ($(elapsed "$started") s):"
