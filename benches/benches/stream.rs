@@ -81,7 +81,7 @@ fn main() -> anyhow::Result<()> {
             "{}/../libs/inference/fixtures/mlp_torch.onnx",
             env!("CARGO_MANIFEST_DIR")
         );
-        let cfg = predictor::Config::from_env(
+        let cfg = predictor::Config::for_profile(
             &Env::from_pairs([
                 ("KAFKA_BROKERS", broker.bootstrap_servers()),
                 ("KAFKA_TOPIC_PREFIX", prefix),
@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
                 ("MAX_BATCH", &max_batch.to_string()),
                 ("PREDICTION_TTL", "10m"),
             ]),
-            false,
+            fantasy_config::Profile::Local,
         )?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let shutdown = CancellationToken::new();

@@ -28,6 +28,17 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// What a configuration is read for; the defaults differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A service binary in a deployment: clients authenticate unless
+    /// `AUTH_REQUIRED=false`.
+    Service,
+    /// The local all-in-one (`fantasy up`, `fantasy train`): no
+    /// authentication unless `AUTH_REQUIRED=true`.
+    Local,
+}
+
 /// A snapshot of environment variables.
 #[derive(Clone, Default)]
 pub struct Env {

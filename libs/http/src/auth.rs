@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use fantasy_config::{Parser, Secret};
+use fantasy_config::{Parser, Profile, Secret};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +25,8 @@ pub const MIN_SECRET_BYTES: usize = 32;
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
     /// `AUTH_REQUIRED`: refuse requests without a valid token. On by default
-    /// for the service binaries; only the local all-in-one turns it off.
+    /// for the service binaries ([`Profile::Service`]), off for the local
+    /// all-in-one ([`Profile::Local`]).
     pub required: bool,
     /// `JWT_SECRET` or `JWT_SECRET_FILE`: the HS256 key.
     pub secret: Option<Secret>,
@@ -48,9 +49,10 @@ impl AuthConfig {
         }
     }
 
-    /// Reads `AUTH_REQUIRED` and `JWT_SECRET`/`JWT_SECRET_FILE`.
-    pub fn from_env(p: &mut Parser<'_>, required_by_default: bool) -> Self {
-        let required = p.flag("AUTH_REQUIRED", required_by_default);
+    /// Reads `AUTH_REQUIRED` (its default from `profile`) and
+    /// `JWT_SECRET`/`JWT_SECRET_FILE`.
+    pub fn from_env(p: &mut Parser<'_>, profile: Profile) -> Self {
+        let required = p.flag("AUTH_REQUIRED", profile == Profile::Service);
         let secret = p.secret("JWT_SECRET");
         match &secret {
             None if required => p.problem(
@@ -336,12 +338,12 @@ mod tests {
     fn config_requires_a_long_enough_secret_when_auth_is_on() {
         let env = fantasy_config::Env::from_pairs([("JWT_SECRET", "short")]);
         let mut p = Parser::new(&env);
-        AuthConfig::from_env(&mut p, true);
+        AuthConfig::from_env(&mut p, Profile::Service);
         assert!(p.finish().unwrap_err().to_string().contains("at least 32"));
 
         let env = fantasy_config::Env::default();
         let mut p = Parser::new(&env);
-        AuthConfig::from_env(&mut p, true);
+        AuthConfig::from_env(&mut p, Profile::Service);
         assert!(
             p.finish()
                 .unwrap_err()
@@ -351,7 +353,7 @@ mod tests {
 
         let env = fantasy_config::Env::from_pairs([("AUTH_REQUIRED", "false")]);
         let mut p = Parser::new(&env);
-        let cfg = AuthConfig::from_env(&mut p, true);
+        let cfg = AuthConfig::from_env(&mut p, Profile::Service);
         p.finish().unwrap();
         assert!(!cfg.required);
     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use fantasy_cache::RedisConfig;
-use fantasy_config::{ConfigError, Env, Parser};
+use fantasy_config::{ConfigError, Env, Parser, Profile};
 use fantasy_http::{AuthConfig, HttpConfig};
 use fantasy_kafka::KafkaConfig;
 use fantasy_telemetry::TelemetryConfig;
@@ -71,14 +71,19 @@ impl Default for Limits {
 }
 
 impl Config {
-    /// Reads every variable; `auth_by_default` is true for the binary.
-    pub fn from_env(env: &Env, auth_by_default: bool) -> Result<Self, ConfigError> {
+    /// Reads every variable, with the binary's defaults.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Self::for_profile(env, Profile::Service)
+    }
+
+    /// Reads every variable, with `profile`'s defaults.
+    pub fn for_profile(env: &Env, profile: Profile) -> Result<Self, ConfigError> {
         let mut p = Parser::new(env);
         let d = Limits::default();
         let cfg = Self {
             telemetry: TelemetryConfig::from_env(&mut p, "fanout"),
             http: HttpConfig::from_env(&mut p, DEFAULT_PORT),
-            auth: AuthConfig::from_env(&mut p, auth_by_default),
+            auth: AuthConfig::from_env(&mut p, profile),
             kafka: KafkaConfig::from_env(&mut p, "fanout"),
             redis: RedisConfig::from_env(&mut p),
             limits: Limits {
@@ -124,7 +129,7 @@ impl Config {
 impl fantasy_http::ServiceConfig for Config {
     /// The binary's defaults: authentication required.
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Config::from_env(env, true)
+        Config::from_env(env)
     }
     fn telemetry(&self) -> &TelemetryConfig {
         &self.telemetry

@@ -94,10 +94,6 @@ fn main() -> ExitCode {
         };
     }
     let mut env = Env::from_process();
-    if matches!(cli.command, Command::Train) && env.get("AUTH_REQUIRED").is_none() {
-        // It serves nothing, so there is nothing to authenticate.
-        env = env.with("AUTH_REQUIRED", "false");
-    }
     if env.get("RUST_LOG").is_none() && matches!(cli.command, Command::Up { .. }) {
         // The progress lines say what happens; the services' logs show
         // problems. Not the 503s of /ready while the first model trains
@@ -120,13 +116,17 @@ fn main() -> ExitCode {
     // Checked with the rest, before anything starts: a bad variable is
     // named and exits 2, as for every other command.
     let train_cfg = match cli.command {
-        Command::Train => match trainer::Config::from_env(&env) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("fantasy: {e}");
-                return ExitCode::from(2);
+        // It serves nothing, so there is nothing to authenticate: the
+        // local profile.
+        Command::Train => {
+            match trainer::Config::for_profile(&env, fantasy_config::Profile::Local) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("fantasy: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         _ => None,
     };
     let _telemetry = match fantasy_telemetry::init(&cfg.telemetry) {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use fantasy_config::Env;
+use fantasy_config::{Env, Profile};
 use fantasy_db::Db;
 use fantasy_kafka::EmbeddedBroker;
 use fantasy_messages::Topic;
@@ -78,7 +78,6 @@ fn service_env(env: &Env, kafka: &str, args: &UpArgs) -> anyhow::Result<Env> {
         .and_then(|()| std::fs::canonicalize(args.data_dir.join("models")))
         .with_context(|| format!("creating {}", args.data_dir.join("models").display()))?;
     let defaults = [
-        ("AUTH_REQUIRED", "false".to_owned()),
         ("MODEL_STORE_URL", format!("file://{}", store.display())),
         ("COLLECTOR_SOURCES", DEFAULT_SOURCES.to_owned()),
         ("KAFKA_PARTITIONS", args.partitions.to_string()),
@@ -157,10 +156,11 @@ pub async fn run(
         kafka: kafka.clone(),
     };
 
-    let predictor_cfg = predictor::Config::from_env(&env, false)?;
-    let fanout_cfg = fanout::Config::from_env(&env, false)?;
+    // Local defaults: no authentication unless AUTH_REQUIRED says so.
+    let predictor_cfg = predictor::Config::for_profile(&env, Profile::Local)?;
+    let fanout_cfg = fanout::Config::for_profile(&env, Profile::Local)?;
     let collector_cfg = collector::Config::from_env(&env)?;
-    let trainer_cfg = trainer::Config::from_env(&env)?;
+    let trainer_cfg = trainer::Config::for_profile(&env, Profile::Local)?;
     let model_name = trainer_cfg.model_name.clone();
 
     // Started consumers before producers, stopped the other way round: the

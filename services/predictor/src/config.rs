@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fantasy_cache::RedisConfig;
-use fantasy_config::{ConfigError, Env, Parser};
+use fantasy_config::{ConfigError, Env, Parser, Profile};
 use fantasy_db::DbConfig;
 use fantasy_http::{AuthConfig, HttpConfig};
 use fantasy_inference::InferenceConfig;
@@ -46,14 +46,18 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads every variable; `auth_by_default` is true for the service binary
-    /// and false in the local all-in-one.
-    pub fn from_env(env: &Env, auth_by_default: bool) -> Result<Self, ConfigError> {
+    /// Reads every variable, with the binary's defaults.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Self::for_profile(env, Profile::Service)
+    }
+
+    /// Reads every variable, with `profile`'s defaults.
+    pub fn for_profile(env: &Env, profile: Profile) -> Result<Self, ConfigError> {
         let mut p = Parser::new(env);
         let cfg = Self {
             telemetry: TelemetryConfig::from_env(&mut p, "predictor"),
             http: HttpConfig::from_env(&mut p, DEFAULT_PORT),
-            auth: AuthConfig::from_env(&mut p, auth_by_default),
+            auth: AuthConfig::from_env(&mut p, profile),
             kafka: KafkaConfig::from_env(&mut p, "predictor"),
             db: DbConfig::from_env(&mut p),
             redis: RedisConfig::from_env(&mut p),
@@ -101,7 +105,7 @@ impl Config {
 impl fantasy_http::ServiceConfig for Config {
     /// The binary's defaults: authentication required.
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Config::from_env(env, true)
+        Config::from_env(env)
     }
     fn telemetry(&self) -> &TelemetryConfig {
         &self.telemetry

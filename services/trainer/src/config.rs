@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fantasy_config::{ConfigError, Env, Parser};
+use fantasy_config::{ConfigError, Env, Parser, Profile};
 use fantasy_db::DbConfig;
 use fantasy_http::HttpConfig;
 use fantasy_http::auth::AuthConfig;
@@ -130,14 +130,20 @@ fn default_store() -> String {
 }
 
 impl Config {
+    /// Reads every variable, with the binary's defaults.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Self::for_profile(env, Profile::Service)
+    }
+
+    /// Reads every variable, with `profile`'s defaults.
+    pub fn for_profile(env: &Env, profile: Profile) -> Result<Self, ConfigError> {
         let mut p = Parser::new(env);
         let cfg = Self {
             telemetry: TelemetryConfig::from_env(&mut p, "trainer"),
             http: HttpConfig::from_env(&mut p, DEFAULT_PORT),
             kafka: KafkaConfig::from_env(&mut p, "trainer"),
             db: DbConfig::from_env(&mut p),
-            auth: AuthConfig::from_env(&mut p, true),
+            auth: AuthConfig::from_env(&mut p, profile),
             ort_library: p.string_opt("ORT_DYLIB_PATH").map(PathBuf::from),
             model_name: p.string("MODEL_NAME", DEFAULT_MODEL_NAME),
             store_url: p.string("MODEL_STORE_URL", &default_store()),

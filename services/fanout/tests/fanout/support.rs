@@ -65,7 +65,9 @@ impl App {
         fantasy_telemetry::install_crypto_provider();
         let mut pairs = infra.env.clone();
         pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let cfg = fanout::Config::from_env(&Env::from_pairs(pairs), false).unwrap();
+        let cfg =
+            fanout::Config::for_profile(&Env::from_pairs(pairs), fantasy_config::Profile::Local)
+                .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let shutdown = CancellationToken::new();

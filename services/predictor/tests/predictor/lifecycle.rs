@@ -214,10 +214,10 @@ async fn with_no_model_yet_it_answers_503_and_is_not_ready_then_serves_the_first
 #[tokio::test]
 async fn a_missing_model_file_or_library_is_a_clear_start_up_error() {
     let env = fantasy_config::Env::from_pairs([("MODEL_PATH", "/no/such/model.onnx")]);
-    let err = predictor::Config::from_env(&env, false).unwrap_err();
+    let err = predictor::Config::for_profile(&env, fantasy_config::Profile::Local).unwrap_err();
     assert!(err.to_string().contains("MODEL_PATH"), "{err}");
 
     let env = fantasy_config::Env::default();
-    let err = predictor::Config::from_env(&env, true).unwrap_err();
+    let err = predictor::Config::from_env(&env).unwrap_err();
     assert!(err.to_string().contains("JWT_SECRET"), "{err}");
 }
