@@ -15,7 +15,7 @@
 mod records;
 mod store;
 
-pub use records::{ModelRecord, Registry};
+pub use records::{ModelRecord, Registry, RegistryError};
 pub use store::{ModelStore, StoreError, StoreSettings, fetch_artifact, fetch_artifact_with};
 
 #[cfg(feature = "testing")]

@@ -7,6 +7,24 @@ use fantasy_messages::{ModelPublished, ModelStatus, SchemaVersion, TrainingMetri
 use sqlx::Row as _;
 use sqlx::postgres::PgRow;
 
+/// What a change of the active version can refuse, apart from failing.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no model {model} version {version}")]
+    NoSuchVersion { model: String, version: String },
+    #[error("model {model} has no earlier active version to roll back to")]
+    NothingToRollBack { model: String },
+    /// The database (or a row it returned) failed.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for RegistryError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
 /// One model version as the registry holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelRecord {
@@ -167,7 +185,11 @@ impl Registry {
 
     /// Makes `version` the active one and retires the one before, in one
     /// transaction; returns the new active record.
-    pub async fn activate(&self, model_name: &str, version: &str) -> anyhow::Result<ModelRecord> {
+    pub async fn activate(
+        &self,
+        model_name: &str,
+        version: &str,
+    ) -> Result<ModelRecord, RegistryError> {
         let mut tx = self.db.pool().begin().await?;
         let exists: Option<String> = sqlx::query_scalar(
             "SELECT status FROM models WHERE model_name = $1 AND version = $2 FOR UPDATE",
@@ -177,7 +199,10 @@ impl Registry {
         .fetch_optional(&mut *tx)
         .await?;
         if exists.is_none() {
-            bail!("no model {model_name} version {version}");
+            return Err(RegistryError::NoSuchVersion {
+                model: model_name.to_owned(),
+                version: version.to_owned(),
+            });
         }
         sqlx::query(
             "UPDATE models SET status = 'retired'
@@ -196,12 +221,12 @@ impl Registry {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await.context("activating a model version")?;
-        ModelRecord::from_row(&row)
+        Ok(ModelRecord::from_row(&row)?)
     }
 
     /// Re-activates the version that was active before the current one;
     /// returns it.
-    pub async fn rollback(&self, model_name: &str) -> anyhow::Result<ModelRecord> {
+    pub async fn rollback(&self, model_name: &str) -> Result<ModelRecord, RegistryError> {
         let previous: Option<String> = sqlx::query_scalar(
             "SELECT version FROM models
              WHERE model_name = $1 AND status = 'retired' AND activated_at IS NOT NULL
@@ -212,7 +237,9 @@ impl Registry {
         .await?;
         match previous {
             Some(v) => self.activate(model_name, &v).await,
-            None => bail!("model {model_name} has no earlier active version to roll back to"),
+            None => Err(RegistryError::NothingToRollBack {
+                model: model_name.to_owned(),
+            }),
         }
     }
 }

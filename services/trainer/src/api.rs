@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use fantasy_http::ApiError;
 use fantasy_http::auth::{Authenticator, Client, authenticate};
 use fantasy_messages::TrainingMetrics;
-use fantasy_registry::ModelRecord;
+use fantasy_registry::{ModelRecord, RegistryError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -77,21 +77,33 @@ impl From<ModelRecord> for ModelView {
     }
 }
 
-fn admin(s: &AppState, client: &Client) -> Result<(), ApiError> {
+/// Every route's gate, after `authenticate`: the admin claim (or, with
+/// authentication off, no token at all).
+async fn require_admin(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
     if client.admin || (!s.auth_required && !client.authenticated) {
-        Ok(())
+        next.run(request).await
     } else {
-        Err(ApiError::forbidden(
-            "this endpoint needs a token with the admin claim",
-        ))
+        ApiError::forbidden("this endpoint needs a token with the admin claim").into_response()
     }
 }
 
-async fn list(
-    State(s): State<Arc<AppState>>,
-    Extension(client): Extension<Client>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    admin(&s, &client)?;
+/// The registry's refusals as answers; its failures as a 500 (logged).
+fn registry_error(e: RegistryError) -> ApiError {
+    match e {
+        RegistryError::NoSuchVersion { .. } => ApiError::not_found(e.to_string()),
+        RegistryError::NothingToRollBack { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "nothing_to_roll_back", e.to_string())
+        }
+        RegistryError::Failed(e) => ApiError::internal(e),
+    }
+}
+
+async fn list(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     let t = &s.trainer;
     let models: Vec<ModelView> = t
         .registry
@@ -108,10 +120,8 @@ async fn list(
 
 async fn one(
     State(s): State<Arc<AppState>>,
-    Extension(client): Extension<Client>,
     Path(version): Path<String>,
 ) -> Result<Json<ModelView>, ApiError> {
-    admin(&s, &client)?;
     let t = &s.trainer;
     t.registry
         .get(&t.model_name, &version)
@@ -126,21 +136,8 @@ async fn promote(
     Extension(client): Extension<Client>,
     Path(version): Path<String>,
 ) -> Result<Json<ModelView>, ApiError> {
-    admin(&s, &client)?;
-    let t = &s.trainer;
-    if t.registry
-        .get(&t.model_name, &version)
-        .await
-        .map_err(ApiError::internal)?
-        .is_none()
-    {
-        return Err(ApiError::not_found(format!(
-            "no version {version} of {}",
-            t.model_name
-        )));
-    }
     tracing::info!(%version, by = %client.id, "promotion requested");
-    let record = t.promote(&version).await.map_err(ApiError::internal)?;
+    let record = s.trainer.promote(&version).await.map_err(registry_error)?;
     Ok(Json(record.into()))
 }
 
@@ -148,26 +145,8 @@ async fn rollback(
     State(s): State<Arc<AppState>>,
     Extension(client): Extension<Client>,
 ) -> Result<Json<ModelView>, ApiError> {
-    admin(&s, &client)?;
-    let t = &s.trainer;
-    // Only "nothing to roll back to" is the caller's problem.
-    let has_previous: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM models WHERE model_name = $1
-                        AND status = 'retired' AND activated_at IS NOT NULL)",
-    )
-    .bind(&t.model_name)
-    .fetch_one(t.db.pool())
-    .await
-    .map_err(ApiError::internal)?;
-    if !has_previous {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "nothing_to_roll_back",
-            format!("{} has no earlier active version", t.model_name),
-        ));
-    }
     tracing::info!(by = %client.id, "rollback requested");
-    let record = t.rollback().await.map_err(ApiError::internal)?;
+    let record = s.trainer.rollback().await.map_err(registry_error)?;
     Ok(Json(record.into()))
 }
 
@@ -175,7 +154,6 @@ async fn train(
     State(s): State<Arc<AppState>>,
     Extension(client): Extension<Client>,
 ) -> Result<Response, ApiError> {
-    admin(&s, &client)?;
     let busy = || {
         ApiError::new(
             StatusCode::CONFLICT,
@@ -230,31 +208,12 @@ async fn train(
     }
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
-struct RunRow {
-    id: i64,
-    trigger: String,
-    status: String,
-    candidate_version: Option<String>,
-    details: serde_json::Value,
-    started_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-async fn runs(
-    State(s): State<Arc<AppState>>,
-    Extension(client): Extension<Client>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    admin(&s, &client)?;
-    let t = &s.trainer;
-    let rows: Vec<RunRow> = sqlx::query_as(
-        "SELECT id, trigger, status, candidate_version, details, started_at, finished_at
-         FROM training_runs WHERE model_name = $1 ORDER BY id DESC LIMIT 50",
-    )
-    .bind(&t.model_name)
-    .fetch_all(t.db.pool())
-    .await
-    .map_err(ApiError::internal)?;
+async fn runs(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows = s
+        .trainer
+        .recent_runs(50)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(serde_json::json!({ "runs": rows })))
 }
 
@@ -266,6 +225,10 @@ pub fn router(state: Arc<AppState>, auth: Arc<Authenticator>) -> Router {
         .route("/v1/rollback", post(rollback))
         .route("/v1/train", post(train))
         .route("/v1/runs", get(runs))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_admin,
+        ))
         .with_state(state)
         .layer(middleware::from_fn_with_state(auth, authenticate))
 }

@@ -15,7 +15,7 @@ use fantasy_kafka::Producer;
 use fantasy_messages::{ModelStatus, TrainingMetrics};
 use fantasy_model::export::{ExportMeta, to_onnx};
 use fantasy_model::{FitOptions, LogisticModel, Scores};
-use fantasy_registry::{ModelRecord, ModelStore, Registry, fetch_artifact};
+use fantasy_registry::{ModelRecord, ModelStore, Registry, RegistryError, fetch_artifact};
 use serde::Serialize;
 
 use crate::config::{CALIBRATION_BUCKETS, GateMetric, TrainConfig};
@@ -351,6 +351,18 @@ pub struct Trainer {
     pub cfg: TrainConfig,
 }
 
+/// One training run as `training_runs` holds it (`GET /v1/runs`).
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub trigger: String,
+    pub status: String,
+    pub candidate_version: Option<String>,
+    pub details: serde_json::Value,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 impl Trainer {
     pub async fn has_active(&self) -> anyhow::Result<bool> {
         Ok(self.registry.active(&self.model_name).await?.is_some())
@@ -574,7 +586,7 @@ impl Trainer {
     }
 
     /// Makes `version` active and announces it on `models`.
-    pub async fn promote(&self, version: &str) -> anyhow::Result<ModelRecord> {
+    pub async fn promote(&self, version: &str) -> Result<ModelRecord, RegistryError> {
         let record = self.registry.activate(&self.model_name, version).await?;
         self.announce(&record).await?;
         tracing::info!(%version, "model promoted and announced");
@@ -583,11 +595,24 @@ impl Trainer {
 
     /// Re-activates the version active before the current one, and
     /// announces it.
-    pub async fn rollback(&self) -> anyhow::Result<ModelRecord> {
+    pub async fn rollback(&self) -> Result<ModelRecord, RegistryError> {
         let record = self.registry.rollback(&self.model_name).await?;
         self.announce(&record).await?;
         tracing::info!(version = %record.version, "rolled back and announced");
         Ok(record)
+    }
+
+    /// The last training runs, newest first.
+    pub async fn recent_runs(&self, limit: i64) -> anyhow::Result<Vec<RunRow>> {
+        sqlx::query_as(
+            "SELECT id, trigger, status, candidate_version, details, started_at, finished_at
+             FROM training_runs WHERE model_name = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(&self.model_name)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await
+        .context("reading the training runs")
     }
 
     async fn announce(&self, record: &ModelRecord) -> anyhow::Result<()> {

@@ -144,6 +144,12 @@ async fn the_first_model_is_bootstrapped_announced_and_loadable_and_a_tampered_o
     assert_eq!(body["status"], "active");
     assert_eq!(body["feature_set"], FEATURE_SET);
     assert!(body["metrics"]["n_holdout"].as_u64().unwrap() > 0);
+    // The first version has nothing before it: the registry's refusal is a
+    // 409 with its code, and the version stays active.
+    let (status, refused) = app.call("POST", "/v1/rollback").await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "nothing_to_roll_back");
+    assert_eq!(infra.active().await.as_deref(), Some(version.as_str()));
     // The run is active in the registry before it is announced and its
     // row finished: wait for the row.
     let runs = infra
