@@ -72,16 +72,11 @@
 //!
 //! # Metrics
 //!
-//! Counters, per key unless said otherwise:
-//! - `dedup_checks_total`: keys checked.
-//! - `dedup_bloom_hits_total`: keys a bloom filter (local or Redis) said may
-//!   be seen.
-//! - `dedup_duplicates_total`: keys confirmed seen (exact store, or repeated
-//!   within one batch).
-//! - `dedup_false_positives_total`: bloom hits the exact store did not
-//!   confirm.
-//! - `dedup_redis_fallbacks_total`: calls (`check`, `remember`) that went
-//!   without Redis.
+//! Counters, declared with their help in [`metrics::METRICS`]: keys checked
+//! (`dedup_checks_total`), bloom hits (`dedup_bloom_hits_total`), duplicates
+//! (`dedup_duplicates_total`), bloom hits the exact store did not confirm
+//! (`dedup_false_positives_total`) and calls that went without Redis
+//! (`dedup_redis_fallbacks_total`).
 //!
 //! The counters are registered when the dedup is built: install the metrics
 //! recorder first. [`Dedup::stats`] gives the same counts for one instance.
@@ -90,6 +85,7 @@ mod clock;
 mod config;
 mod key;
 mod local;
+pub mod metrics;
 mod params;
 mod redis_bloom;
 mod store;
@@ -179,35 +175,15 @@ struct Counters {
     false_positives: AtomicU64,
     redis_fallbacks: AtomicU64,
     redis_outages: AtomicU64,
-    m_checks: metrics::Counter,
-    m_bloom_hits: metrics::Counter,
-    m_duplicates: metrics::Counter,
-    m_false_positives: metrics::Counter,
-    m_redis_fallbacks: metrics::Counter,
+    m_checks: ::metrics::Counter,
+    m_bloom_hits: ::metrics::Counter,
+    m_duplicates: ::metrics::Counter,
+    m_false_positives: ::metrics::Counter,
+    m_redis_fallbacks: ::metrics::Counter,
 }
 
 impl Counters {
     fn new() -> Self {
-        static DESCRIBED: std::sync::Once = std::sync::Once::new();
-        DESCRIBED.call_once(|| {
-            metrics::describe_counter!("dedup_checks_total", "Keys checked by the dedup");
-            metrics::describe_counter!(
-                "dedup_bloom_hits_total",
-                "Keys a bloom filter said may have been seen"
-            );
-            metrics::describe_counter!(
-                "dedup_duplicates_total",
-                "Keys confirmed seen by the exact store (dropped as duplicates)"
-            );
-            metrics::describe_counter!(
-                "dedup_false_positives_total",
-                "Bloom hits the exact store did not confirm"
-            );
-            metrics::describe_counter!(
-                "dedup_redis_fallbacks_total",
-                "Dedup calls that went to Postgres alone because Redis was unavailable"
-            );
-        });
         Self {
             checks: AtomicU64::new(0),
             bloom_hits: AtomicU64::new(0),
@@ -215,15 +191,15 @@ impl Counters {
             false_positives: AtomicU64::new(0),
             redis_fallbacks: AtomicU64::new(0),
             redis_outages: AtomicU64::new(0),
-            m_checks: metrics::counter!("dedup_checks_total"),
-            m_bloom_hits: metrics::counter!("dedup_bloom_hits_total"),
-            m_duplicates: metrics::counter!("dedup_duplicates_total"),
-            m_false_positives: metrics::counter!("dedup_false_positives_total"),
-            m_redis_fallbacks: metrics::counter!("dedup_redis_fallbacks_total"),
+            m_checks: ::metrics::counter!("dedup_checks_total"),
+            m_bloom_hits: ::metrics::counter!("dedup_bloom_hits_total"),
+            m_duplicates: ::metrics::counter!("dedup_duplicates_total"),
+            m_false_positives: ::metrics::counter!("dedup_false_positives_total"),
+            m_redis_fallbacks: ::metrics::counter!("dedup_redis_fallbacks_total"),
         }
     }
 
-    fn add(atomic: &AtomicU64, counter: &metrics::Counter, n: u64) {
+    fn add(atomic: &AtomicU64, counter: &::metrics::Counter, n: u64) {
         if n > 0 {
             atomic.fetch_add(n, Ordering::Relaxed);
             counter.increment(n);

@@ -194,8 +194,8 @@ async fn tower_error(error: tower::BoxError) -> ApiError {
 pub fn apply(router: Router, cfg: &HttpConfig, service: &str) -> Router {
     let names = MetricNames {
         // Made once per service and kept for the process's life.
-        requests: Box::leak(format!("{service}_http_requests_total").into_boxed_str()),
-        duration: Box::leak(format!("{service}_http_request_duration_seconds").into_boxed_str()),
+        requests: crate::metrics::requests_total(service).leak(),
+        duration: crate::metrics::request_duration_seconds(service).leak(),
     };
     router
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))

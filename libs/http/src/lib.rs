@@ -9,6 +9,7 @@
 //!   query parameter, with optional admin and channel claims.
 //! - [`layers`]: timeouts, concurrency limits with load shedding, body
 //!   limits, per-client rate limits, request metrics and request ids.
+//! - [`metrics`]: the metrics the layers record, for a service's catalogue.
 //! - [`serve`]: the server loop with graceful shutdown, and
 //!   [`shutdown_signal`] for Ctrl-C and SIGTERM.
 //! - [`service_main`]: the whole `main` of a service binary, and
@@ -20,6 +21,7 @@ mod error;
 mod json;
 pub mod layers;
 mod main_loop;
+pub mod metrics;
 mod server;
 mod supervisor;
 

@@ -13,9 +13,11 @@
 //! - [`Engine`]: the current model behind an atomic pointer, for hot swaps.
 //! - [`Scorer`]: a model scoring rows in bulk off the serving path (the
 //!   trainer's evaluation).
+//! - [`metrics`]: the metrics the engine and the batcher record.
 
 pub mod batcher;
 pub mod engine;
+pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod scorer;

@@ -18,12 +18,15 @@
 //! - [`EmbeddedBroker`] (feature `embedded`) runs librdkafka's mock cluster in
 //!   process: the Kafka protocol over TCP on 127.0.0.1, which other processes
 //!   reach at its bootstrap address.
+//! - [`metrics`]: the metrics the consumers, the progress watch and the
+//!   producer record.
 
 mod admin;
 mod config;
 mod consumer;
 #[cfg(feature = "embedded")]
 mod embedded;
+pub mod metrics;
 mod producer;
 mod progress;
 mod tail;

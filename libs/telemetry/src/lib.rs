@@ -11,16 +11,22 @@
 //! - Metrics: the `metrics` facade with a Prometheus recorder; [`router`]
 //!   serves its text format at `/metrics`.
 //!
-//! Metric names follow `<service>_<what>_<unit>` (`_total` for counters), and
-//! labels stay low-cardinality: never a game id.
+//! Metric names follow `<component>_<what>_<unit>` (`_total` for counters),
+//! and labels stay low-cardinality: never a game id. Each crate that records
+//! metrics declares them in its `metrics.rs` ([`MetricDef`]); a service
+//! [`describe`]s its catalogue at start-up, which gives every series its
+//! `# HELP` line.
 
+mod catalogue;
 mod config;
 mod health;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use catalogue::{MetricDef, MetricKind, describe};
 pub use config::{LogFormat, TelemetryConfig};
 pub use health::{CheckResult, Readiness, ReadinessReport, router};
+pub use metrics::Unit;
 
 use std::sync::OnceLock;
 

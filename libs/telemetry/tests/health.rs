@@ -103,3 +103,57 @@ async fn metrics_serves_what_the_process_recorded() {
         "{text}"
     );
 }
+
+/// `describe` installs the recorder first, so it may come before anything
+/// else; the help shows once the metric is recorded, and the unit changes
+/// no name.
+#[test]
+fn described_metrics_show_their_help_and_type_once_recorded() {
+    use fantasy_telemetry::{MetricDef, Unit};
+    fantasy_telemetry::describe(&[
+        MetricDef::counter("telemetry_test_described_total", "Probes counted"),
+        MetricDef::histogram("telemetry_test_described_seconds", "Probe durations")
+            .unit(Unit::Seconds),
+        MetricDef::gauge("telemetry_test_described_level", "A probe level"),
+        MetricDef::gauge("telemetry_test_never_recorded", "Shown once recorded"),
+    ]);
+    metrics::counter!("telemetry_test_described_total").increment(1);
+    metrics::histogram!("telemetry_test_described_seconds").record(0.01);
+    metrics::gauge!("telemetry_test_described_level").set(2.0);
+    let text = fantasy_telemetry::metrics_handle().render();
+    for expected in [
+        "# HELP telemetry_test_described_total Probes counted\n\
+         # TYPE telemetry_test_described_total counter\n",
+        "# HELP telemetry_test_described_seconds Probe durations\n\
+         # TYPE telemetry_test_described_seconds histogram\n",
+        "# HELP telemetry_test_described_level A probe level\n\
+         # TYPE telemetry_test_described_level gauge\n",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in {text}");
+    }
+    assert!(
+        !text.contains("telemetry_test_never_recorded"),
+        "a metric never recorded is not shown: {text}"
+    );
+}
+
+/// Describing after a metric was recorded works too.
+#[test]
+fn metrics_recorded_before_they_are_described_get_their_help() {
+    let _ = fantasy_telemetry::metrics_handle();
+    metrics::counter!("telemetry_test_early_total").increment(1);
+    let text = fantasy_telemetry::metrics_handle().render();
+    assert!(
+        !text.contains("# HELP telemetry_test_early_total"),
+        "{text}"
+    );
+    fantasy_telemetry::describe(&[fantasy_telemetry::MetricDef::counter(
+        "telemetry_test_early_total",
+        "Counted before described",
+    )]);
+    let text = fantasy_telemetry::metrics_handle().render();
+    assert!(
+        text.contains("# HELP telemetry_test_early_total Counted before described\n"),
+        "{text}"
+    );
+}

@@ -152,10 +152,6 @@ impl FileSource {
         if cfg.batch_size == 0 {
             bail!("{}: the batch size must be at least 1", cfg.name);
         }
-        metrics::describe_counter!(
-            REJECTED_TOTAL,
-            "Records a source could not read (malformed) and skipped"
-        );
         let reader = Records::open(&cfg)?;
         Ok(Self {
             cfg: Arc::new(cfg),

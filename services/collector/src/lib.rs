@@ -23,6 +23,7 @@ pub mod config;
 pub mod espn;
 pub mod file_source;
 pub mod http_source;
+pub mod metrics;
 pub mod pipeline;
 pub mod runner;
 pub mod sim_source;
@@ -79,7 +80,7 @@ async fn purge_dedup_keys(
         loop {
             match pipeline.dedup().purge_older_than(retention, SLICE).await {
                 Ok(n) => {
-                    metrics::counter!("collector_dedup_keys_purged_total").increment(n);
+                    ::metrics::counter!("collector_dedup_keys_purged_total").increment(n);
                     if n < u64::from(SLICE) || stop.is_cancelled() {
                         break;
                     }
@@ -100,7 +101,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let _ = fantasy_telemetry::metrics_handle();
+    crate::metrics::describe();
     let db = Db::connect(&cfg.db).await?;
     db.migrate().await?;
     ensure_stack_topics(&cfg.kafka).await?;

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod conn;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 
 pub use config::{Config, Limits};
@@ -49,7 +50,7 @@ struct App {
     auth: Authenticator,
     connections: AtomicUsize,
     tracker: TaskTracker,
-    connections_gauge: metrics::Gauge,
+    connections_gauge: ::metrics::Gauge,
 }
 
 /// Counts a connection for as long as it lives.
@@ -77,7 +78,7 @@ async fn stream(
     let n = app.connections.fetch_add(1, Ordering::Relaxed) + 1;
     if n > limits.max_connections {
         app.connections.fetch_sub(1, Ordering::Relaxed);
-        metrics::counter!("fanout_refused_total", "reason" => "max_connections").increment(1);
+        ::metrics::counter!("fanout_refused_total", "reason" => "max_connections").increment(1);
         return ApiError::overloaded(
             format!(
                 "this fanout holds {} connections, its limit; try another replica",
@@ -120,7 +121,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let _ = fantasy_telemetry::metrics_handle();
+    crate::metrics::describe();
     let cache = Cache::connect(&cfg.redis).await.with_context(|| {
         format!(
             "cannot connect to Redis at {}",
@@ -237,7 +238,7 @@ pub async fn run(
         auth: Authenticator::new(&cfg.auth),
         connections: AtomicUsize::new(0),
         tracker: TaskTracker::new(),
-        connections_gauge: metrics::gauge!("fanout_connections"),
+        connections_gauge: ::metrics::gauge!("fanout_connections"),
     });
     let readiness = {
         let (cache, kafka, caught_up) = (

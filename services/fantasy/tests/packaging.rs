@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+use fantasy_telemetry::{MetricDef, MetricKind, Unit};
 use regex::Regex;
 use serde_json::Value;
 
@@ -1089,13 +1090,47 @@ fn prometheus_scrapes_every_service() {
     }
 }
 
+/// Each service's metric catalogue (`<service>::metrics::catalogue()`): its
+/// own metrics, the HTTP layer's for it and those of the libraries it runs.
+fn catalogues() -> [(&'static str, Vec<MetricDef>); 4] {
+    [
+        (predictor::metrics::SERVICE, predictor::metrics::catalogue()),
+        (fanout::metrics::SERVICE, fanout::metrics::catalogue()),
+        (collector::metrics::SERVICE, collector::metrics::catalogue()),
+        (trainer::metrics::SERVICE, trainer::metrics::catalogue()),
+    ]
+}
+
+/// Every metric the code exports, by name: the union of the catalogues. A
+/// library's metric is in several; it must be declared the same in each.
+fn catalogue() -> BTreeMap<String, MetricDef> {
+    let mut all: BTreeMap<String, MetricDef> = BTreeMap::new();
+    for (service, defs) in catalogues() {
+        for def in defs {
+            let name = def.name.to_string();
+            if let Some(seen) = all.get(&name) {
+                assert_eq!(
+                    seen, &def,
+                    "{service}: `{name}` is declared twice, differently"
+                );
+            } else {
+                all.insert(name, def);
+            }
+        }
+    }
+    all
+}
+
 /// Every metric name the code exports.
 fn exported_metrics() -> BTreeSet<String> {
-    let call = Regex::new(r#"(?:counter|gauge|histogram)!\(\s*"([a-z_:][a-z0-9_:]*)""#).unwrap();
-    let constant =
-        Regex::new(r#"const [A-Z_]+: &str = "([a-z][a-z0-9_]*_(?:total|seconds))";"#).unwrap();
-    let http = Regex::new(r#"layers::apply\(\s*[^;]*?"([a-z]+)"\s*,?\s*\)"#).unwrap();
-    let mut found = BTreeSet::new();
+    catalogue().into_keys().collect()
+}
+
+/// The `.rs` files under `libs/` and `services/` that are sources, not tests
+/// (`tests/` directories; the text from `#[cfg(test)]` on), as (path from the
+/// root, text).
+fn sources() -> Vec<(String, String)> {
+    let mut out = Vec::new();
     let mut stack = vec![root().join("libs"), root().join("services")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
@@ -1108,17 +1143,193 @@ fn exported_metrics() -> BTreeSet<String> {
                 }
             } else if name.ends_with(".rs") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                let text = text.split("#[cfg(test)]").next().unwrap();
-                found.extend(call.captures_iter(text).map(|c| c[1].to_owned()));
-                found.extend(constant.captures_iter(text).map(|c| c[1].to_owned()));
-                for c in http.captures_iter(text) {
-                    found.insert(format!("{}_http_requests_total", &c[1]));
-                    found.insert(format!("{}_http_request_duration_seconds", &c[1]));
-                }
+                let text = text.split("#[cfg(test)]").next().unwrap().to_owned();
+                let rel = path.strip_prefix(root()).unwrap().display().to_string();
+                out.push((rel, text));
             }
         }
     }
-    found
+    out.sort();
+    out
+}
+
+/// What the sources record: each `counter!`/`gauge!`/`histogram!` whose
+/// name is a string literal or a `const` of its file, with its kind, and
+/// the `<service>_http_*` metrics of each `layers::apply(.., "<service>")`;
+/// and, apart, the calls whose name is made at run time, as (file, name
+/// expression).
+#[allow(clippy::type_complexity)]
+fn recorded() -> (
+    BTreeMap<String, (MetricKind, String)>,
+    BTreeSet<(String, String)>,
+) {
+    let call = Regex::new(r#"\b(counter|gauge|histogram)!\(\s*("[^"]*"|[A-Za-z_][A-Za-z0-9_.]*)"#)
+        .unwrap();
+    let constant = Regex::new(r#"const ([A-Z][A-Z0-9_]*): &str = "([^"]*)";"#).unwrap();
+    let http = Regex::new(r#"layers::apply\(\s*[^;]*?"([a-z]+)"\s*,?\s*\)"#).unwrap();
+    let mut found = BTreeMap::new();
+    let mut dynamic = BTreeSet::new();
+    let mut add = |name: String, kind: MetricKind, at: &str| {
+        if let Some((k, first)) = found.get(&name) {
+            assert_eq!(
+                *k, kind,
+                "`{name}` is a {k} in {first} but a {kind} in {at}"
+            );
+        } else {
+            found.insert(name, (kind, at.to_owned()));
+        }
+    };
+    for (file, text) in sources() {
+        let constants: BTreeMap<&str, &str> = constant
+            .captures_iter(&text)
+            .map(|c| (c.get(1).unwrap().as_str(), c.get(2).unwrap().as_str()))
+            .collect();
+        for c in call.captures_iter(&text) {
+            let kind = match &c[1] {
+                "counter" => MetricKind::Counter,
+                "gauge" => MetricKind::Gauge,
+                _ => MetricKind::Histogram,
+            };
+            let arg = &c[2];
+            if let Some(literal) = arg.strip_prefix('"') {
+                add(literal.trim_end_matches('"').to_owned(), kind, &file);
+            } else if let Some(value) = constants.get(arg) {
+                add((*value).to_owned(), kind, &file);
+            } else {
+                dynamic.insert((file.clone(), arg.to_owned()));
+            }
+        }
+        for c in http.captures_iter(&text) {
+            add(
+                format!("{}_http_requests_total", &c[1]),
+                MetricKind::Counter,
+                &file,
+            );
+            add(
+                format!("{}_http_request_duration_seconds", &c[1]),
+                MetricKind::Histogram,
+                &file,
+            );
+        }
+    }
+    (found, dynamic)
+}
+
+#[test]
+fn the_metric_catalogue_is_what_the_code_records() {
+    let catalogue = catalogue();
+    let (recorded, dynamic) = recorded();
+    for (name, (kind, file)) in &recorded {
+        let def = catalogue.get(name).unwrap_or_else(|| {
+            panic!("{file} records `{name}`, which no catalogue (`metrics.rs`) declares")
+        });
+        assert_eq!(
+            def.kind, *kind,
+            "{file} records `{name}` as a {kind}; its catalogue says {}",
+            def.kind
+        );
+    }
+    for name in catalogue.keys() {
+        assert!(
+            recorded.contains_key(name),
+            "`{name}` is declared in a catalogue, but no source records it"
+        );
+    }
+    // Names made at run time escape the scan: only the HTTP layer's, which
+    // the scan finds through `layers::apply`, and `fantasy_http::metrics`
+    // declares.
+    let expected: BTreeSet<(String, String)> = ["names.requests", "names.duration"]
+        .into_iter()
+        .map(|n| ("libs/http/src/layers.rs".to_owned(), n.to_owned()))
+        .collect();
+    assert_eq!(
+        dynamic, expected,
+        "metric names the scan cannot read: declare the metric in a catalogue and teach this test"
+    );
+    assert!(recorded.len() > 60, "only {} metrics found", recorded.len());
+}
+
+#[test]
+fn metric_names_are_unique_and_follow_the_convention() {
+    // `<component>_<what>_<unit>`: the component is one of our crates.
+    let mut components = BTreeSet::new();
+    for dir in ["libs", "services"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            components.insert(entry.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    let shape = Regex::new(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$").unwrap();
+    for (service, defs) in catalogues() {
+        let mut names = BTreeSet::new();
+        for def in &defs {
+            let name = &*def.name;
+            assert!(names.insert(name), "{service}: `{name}` is declared twice");
+            assert!(shape.is_match(name), "`{name}`: not snake_case words");
+            let component = name.split('_').next().unwrap();
+            assert!(
+                components.contains(component),
+                "`{name}`: `{component}` is not a crate of libs/ or services/"
+            );
+            assert_eq!(
+                name.ends_with("_total"),
+                def.kind == MetricKind::Counter,
+                "`{name}`: counters, and only counters, end in `_total`"
+            );
+            let unit = name.trim_end_matches("_total");
+            assert_eq!(
+                unit.ends_with("_seconds"),
+                def.unit == Some(Unit::Seconds),
+                "`{name}`: durations, and only they, are in seconds and named so"
+            );
+            assert_eq!(
+                name.contains("_bytes"),
+                def.unit == Some(Unit::Bytes),
+                "`{name}`: sizes in bytes, and only they, are named so"
+            );
+            let help = def.help;
+            assert!(
+                !help.is_empty() && !help.contains('\n') && !help.ends_with('.'),
+                "`{name}`: the help is one line, without a full stop: {help:?}"
+            );
+        }
+        // The service's own request metrics are in its catalogue.
+        for own in [
+            format!("{service}_http_requests_total"),
+            format!("{service}_http_request_duration_seconds"),
+        ] {
+            assert!(names.contains(own.as_str()), "{service}: no `{own}`");
+        }
+    }
+}
+
+/// The metrics the README lists (its paragraphs that begin `Metrics`).
+#[test]
+fn the_readme_lists_only_metrics_the_code_exports() {
+    let exported = exported_metrics();
+    // Words of the components that export metrics (`predicted_at` is not one).
+    let components: BTreeSet<&str> = exported
+        .iter()
+        .map(|n| n.split('_').next().unwrap())
+        .collect();
+    let name = Regex::new(r"`(([a-z][a-z0-9]*)_[a-z0-9_]*)(?:\{[^`]*\})?`").unwrap();
+    let mut listed = 0;
+    for paragraph in read("README.md").split("\n\n") {
+        if !paragraph.starts_with("Metrics") {
+            continue;
+        }
+        for c in name.captures_iter(paragraph) {
+            if !components.contains(&c[2]) {
+                continue;
+            }
+            assert!(
+                exported.contains(&c[1]),
+                "README.md lists `{}`, which no catalogue declares",
+                &c[1]
+            );
+            listed += 1;
+        }
+    }
+    assert!(listed > 30, "only {listed} metrics listed");
 }
 
 /// The metric names a PromQL expression reads.
@@ -1248,7 +1459,10 @@ fn dashboards_and_alerts_read_metrics_the_code_exports() {
         "collector_rejected_total",
         "inference_batch_rows",
     ] {
-        assert!(exported.contains(expected), "the scan missed {expected}");
+        assert!(
+            exported.contains(expected),
+            "no catalogue declares {expected}"
+        );
     }
     assert!(
         metrics_in("sum by (x) (rate(a_total{b=\"c\"}[5m])) / b_count > 0.5")

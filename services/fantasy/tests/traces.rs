@@ -39,78 +39,66 @@ async fn one_games_spans_share_one_trace_from_collector_to_fanout() {
         ..UpArgs::default()
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
+    // A failing assertion stops the stack too (its tasks hold the runtime).
+    let _stop_on_panic = shutdown.clone().drop_guard();
     let stack = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { up::run(&cfg, &env, args, shutdown, None).await })
     };
 
-    // A prediction the fanout sent out, in a trace that began at the
-    // collector and went through the predictor.
+    // A prediction the fanout sent out, whose chain of parents runs, within
+    // one trace, through the predictor's handler and consumer back to the
+    // collector's batch. (Spans are exported as they end: the consumer's
+    // ends after its handler's, so the chain may take a moment to complete.)
+    const CHAIN: [&str; 4] = [
+        "fanout.publish",
+        "predictor.stream_batch",
+        "kafka.consume",
+        "collector.batch",
+    ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
-    let (publish, trace) = loop {
+    let chain = loop {
         let spans = capture.spans();
         let found = spans
             .iter()
-            .filter(|s| s.name == "fanout.publish")
-            .find_map(|publish| {
-                let trace: Vec<&CapturedSpan> = spans
-                    .iter()
-                    .filter(|s| s.trace_id == publish.trace_id)
-                    .collect();
-                let has = |name: &str| trace.iter().any(|s| s.name == name);
-                (has("collector.batch") && has("kafka.consume") && has("predictor.stream_batch"))
-                    .then(|| {
-                        (
-                            publish.clone(),
-                            trace.into_iter().cloned().collect::<Vec<_>>(),
-                        )
-                    })
-            });
-        if let Some(found) = found {
-            break found;
+            .filter(|s| s.name == CHAIN[0])
+            .map(|publish| ancestors(publish, &spans))
+            .find(|chain| chain.iter().map(|s| s.name.as_str()).eq(CHAIN));
+        if let Some(chain) = found {
+            break chain;
         }
         assert!(!stack.is_finished(), "the stack stopped: {:?}", stack.await);
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no fanout span shares a trace with the collector's and the predictor's; spans seen: {:?}",
+            "no fanout span descends from the collector's batch through the predictor; \
+             chains seen: {:?}",
             spans
                 .iter()
-                .map(|s| (s.name.as_str(), &s.trace_id[..8]))
-                .collect::<Vec<_>>()
+                .filter(|s| s.name == CHAIN[0])
+                .map(|p| ancestors(p, &spans)
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect::<Vec<_>>())
+                .collect::<std::collections::BTreeSet<_>>()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
 
-    // The chain, parent to child: the collector's batch is the root; the
-    // predictor's consumer span is its child across Kafka; the handler's
-    // span is the consumer span's child; the fanout's is a child of a span
-    // of the predictor's (the publish happened inside the handler).
-    let by_id = |id: &str| trace.iter().find(|s| s.span_id == id);
-    let game = publish.attribute("game_id").unwrap().to_owned();
-    assert!(game.starts_with("nba-sim-9-"), "{game}");
-    let root = trace.iter().find(|s| s.name == "collector.batch").unwrap();
-    assert_eq!(root.parent_span_id, "0000000000000000");
-    let predictor_consume = trace
-        .iter()
-        .find(|s| s.name == "kafka.consume" && s.parent_span_id == root.span_id)
-        .expect("a consumer span whose parent is the collector's batch");
+    let [publish, _handler, consume, root] = &chain[..] else {
+        unreachable!("the chain has four spans")
+    };
+    // One trace id from the collector to the fanout.
+    assert!(chain.iter().all(|s| s.trace_id == root.trace_id));
+    assert_eq!(
+        root.parent_span_id, "0000000000000000",
+        "the batch is the root"
+    );
     assert!(
-        predictor_consume.links.contains(&root.trace_id),
-        "the batch span links its records' traces"
+        consume.links.contains(&root.trace_id),
+        "the consumer's batch span links its records' traces"
     );
-    let handler = trace
-        .iter()
-        .find(|s| s.name == "predictor.stream_batch")
-        .unwrap();
-    assert_eq!(
-        by_id(&handler.parent_span_id).map(|s| s.name.as_str()),
-        Some("kafka.consume")
-    );
-    assert_eq!(
-        by_id(&publish.parent_span_id).map(|s| s.name.as_str()),
-        Some("predictor.stream_batch"),
-        "the fanout continues the span that published the prediction"
-    );
+    let game = publish.attribute("game_id").unwrap();
+    assert!(game.starts_with("nba-sim-9-"), "{game}");
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(60), stack)
@@ -118,4 +106,16 @@ async fn one_games_spans_share_one_trace_from_collector_to_fanout() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// `span` and its parents, as far as they were exported.
+fn ancestors(span: &CapturedSpan, spans: &[CapturedSpan]) -> Vec<CapturedSpan> {
+    let mut chain = vec![span.clone()];
+    while let Some(parent) = spans
+        .iter()
+        .find(|s| s.span_id == chain.last().unwrap().parent_span_id)
+    {
+        chain.push(parent.clone());
+    }
+    chain
 }

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod config;
+pub mod metrics;
 pub mod models;
 pub mod stream;
 
@@ -49,8 +50,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // /metrics serves this process's recorder; install it if `main` did not.
-    let _ = fantasy_telemetry::metrics_handle();
+    // /metrics serves this process's recorder; install it if `main` did not
+    // and describe what the process records.
+    crate::metrics::describe();
     let runtime = Runtime::get(cfg.inference.library.as_deref())?;
     let db = Db::connect(&cfg.db).await?;
     db.migrate().await?;

@@ -20,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod control;
 pub mod eval;
+pub mod metrics;
 pub mod sim;
 pub mod train;
 
@@ -90,7 +91,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let _ = fantasy_telemetry::metrics_handle();
+    crate::metrics::describe();
     let trainer = Arc::new(connect(&cfg).await?);
     let (db, producer) = (trainer.db.clone(), trainer.producer.clone());
     let topics = cfg.kafka.topics();

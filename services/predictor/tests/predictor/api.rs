@@ -417,5 +417,33 @@ async fn active_model_ready_and_metrics_describe_the_service() {
         "{text}"
     );
     assert!(text.contains("inference_batch_rows"), "{text}");
+    // `run` described the catalogue: every series shown has its `# TYPE`
+    // and the `# HELP` the catalogue gives it.
+    let catalogue = predictor::metrics::catalogue();
+    let mut shown = Vec::new();
+    for line in text.lines() {
+        let Some(typed) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = typed.split_once(' ').unwrap();
+        let def = catalogue
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("`{name}` is not in the predictor's catalogue"));
+        assert_eq!(kind, def.kind.as_str(), "{name}");
+        let help = format!("# HELP {name} {}", def.help);
+        assert!(text.lines().any(|l| l == help), "no `{help}` in {text}");
+        shown.push(name);
+    }
+    for name in [
+        "predictor_http_requests_total",
+        "predictor_http_request_duration_seconds",
+        "inference_batch_rows",
+        "inference_queue_wait_seconds",
+        "inference_rows_total",
+        "inference_model_info",
+    ] {
+        assert!(shown.contains(&name), "no `# TYPE {name}` in {text}");
+    }
     app.stop().await.unwrap();
 }
