@@ -31,7 +31,8 @@ use fantasy_registry::{ModelRecord, RegistryError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::{ControlState, Reason, Request};
+use crate::control::{ControlState, Request};
+use crate::reason::Reason;
 use crate::train::{RunError, Trainer};
 
 /// What the handlers share.

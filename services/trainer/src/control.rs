@@ -9,44 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Triggers;
+pub use crate::reason::Reason;
 use crate::train::{RunError, RunReport, Trainer};
-
-/// Why a training started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// No active model yet.
-    Bootstrap,
-    /// The active model's rolling accuracy fell under the threshold.
-    Accuracy,
-    /// Its rolling Brier score rose over the threshold.
-    Brier,
-    /// `RETRAIN_EVERY_OUTCOMES` new outcomes.
-    Outcomes,
-    /// `POST /v1/train`.
-    Api,
-    /// `fantasy train`.
-    Cli,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Bootstrap => "bootstrap",
-            Reason::Accuracy => "accuracy",
-            Reason::Brier => "brier",
-            Reason::Outcomes => "outcomes",
-            Reason::Api => "api",
-            Reason::Cli => "cli",
-        }
-    }
-}
 
 /// A request to train.
 #[derive(Debug)]

@@ -18,7 +18,8 @@ use fantasy_model::Scores;
 use tokio::sync::mpsc;
 
 use crate::config::{CALIBRATION_BUCKETS, Triggers};
-use crate::control::{Reason, Request};
+use crate::control::Request;
+use crate::reason::Reason;
 
 /// Scores versions and tells the control loop when the active one drifts.
 #[derive(Debug)]

@@ -21,6 +21,7 @@ pub mod config;
 pub mod control;
 pub mod eval;
 pub mod metrics;
+pub mod reason;
 pub mod sim;
 pub mod train;
 
@@ -73,7 +74,7 @@ async fn connect(cfg: &Config) -> anyhow::Result<train::Trainer> {
 /// trainers.
 pub async fn train_once(cfg: &Config) -> Result<train::RunReport, train::RunError> {
     let trainer = connect(cfg).await?;
-    let result = trainer.run(control::Reason::Cli, "fantasy train").await;
+    let result = trainer.run(reason::Reason::Cli, "fantasy train").await;
     if let Err(e) = trainer.producer.flush(Duration::from_secs(5)) {
         tracing::warn!("flushing the Kafka producer: {e}");
     }

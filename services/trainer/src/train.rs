@@ -19,7 +19,7 @@ use fantasy_registry::{ModelRecord, ModelStore, Registry, RegistryError, fetch_a
 use serde::Serialize;
 
 use crate::config::{CALIBRATION_BUCKETS, GateMetric, TrainConfig};
-use crate::control::Reason;
+use crate::reason::Reason;
 
 /// The exported graph must give the fitted model's probabilities within
 /// this (float32 arithmetic against float64).
