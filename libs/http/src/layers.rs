@@ -16,7 +16,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::{ApiError, Client};
 
@@ -208,22 +208,30 @@ pub fn apply(router: Router, cfg: &HttpConfig, service: &str) -> Router {
                 ))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    let span = tracing::info_span!(
-                        "http",
-                        otel.kind = "server",
-                        method = %req.method(),
-                        path = %req.uri().path(),
-                        request_id = %id
-                    );
-                    fantasy_telemetry::adopt_http_parent(&span, req.headers());
-                    span
-                }))
+                // A 5xx is logged by `ApiError` (the cause of a 500 at ERROR,
+                // an expected 503 such as /ready's before the first model at
+                // WARN or below): tower-http's own line would repeat it at
+                // ERROR.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
+                        .make_span_with(|req: &Request| {
+                            let id = req
+                                .headers()
+                                .get("x-request-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            let span = tracing::info_span!(
+                                "http",
+                                otel.kind = "server",
+                                method = %req.method(),
+                                path = %req.uri().path(),
+                                request_id = %id
+                            );
+                            fantasy_telemetry::adopt_http_parent(&span, req.headers());
+                            span
+                        }),
+                )
                 .layer(middleware::from_fn_with_state(names, record))
                 .layer(HandleErrorLayer::new(tower_error))
                 .load_shed()

@@ -20,6 +20,10 @@ type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, anyhow::Result<()>> + Send + S
 pub struct Readiness {
     checks: Vec<(String, CheckFn)>,
     timeout: Duration,
+    /// Each check's last failure (`None`: it passed), so that the log has a
+    /// line when a check starts failing and when it passes again, not one
+    /// per probe of a state that lasts (a model not trained yet).
+    last: Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -64,6 +68,7 @@ impl Readiness {
         Self {
             checks: Vec::new(),
             timeout: Duration::from_secs(2),
+            last: Arc::default(),
         }
     }
 
@@ -92,21 +97,37 @@ impl Readiness {
             let name = name.clone();
             let fut = check();
             let timeout = self.timeout;
+            let last = Arc::clone(&self.last);
             async move {
                 let start = Instant::now();
                 let outcome = tokio::time::timeout(timeout, fut).await;
                 let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-                let error = match outcome {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => {
-                        tracing::warn!(check = %name, "readiness check failed: {e:#}");
-                        Some(e.to_string())
-                    }
+                // The check's own message for the report; its causes too for
+                // the log.
+                let (error, detail) = match outcome {
+                    Ok(Ok(())) => (None, None),
+                    Ok(Err(e)) => (Some(e.to_string()), Some(format!("{e:#}"))),
                     Err(_) => {
-                        tracing::warn!(check = %name, ?timeout, "readiness check timed out");
-                        Some(format!("no answer within {timeout:?}"))
+                        let e = format!("no answer within {timeout:?}");
+                        (Some(e.clone()), Some(e))
                     }
                 };
+                let failing = error.is_some();
+                let was_failing = last
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(name.clone(), failing)
+                    .unwrap_or(false);
+                match (&detail, was_failing) {
+                    (Some(e), false) => {
+                        tracing::warn!(check = %name, "readiness check failed: {e}")
+                    }
+                    (Some(e), true) => {
+                        tracing::debug!(check = %name, "readiness check still failing: {e}")
+                    }
+                    (None, true) => tracing::info!(check = %name, "readiness check passes again"),
+                    (None, false) => {}
+                }
                 CheckResult {
                     ok: error.is_none(),
                     name,
