@@ -139,6 +139,16 @@ impl Supervisor {
         self.health.clone()
     }
 
+    /// A service's `/ready` checks, starting with `tasks` (every critical
+    /// task running, no shutdown under way); add the service's own.
+    pub fn readiness(&self) -> fantasy_telemetry::Readiness {
+        let tasks = self.health();
+        fantasy_telemetry::Readiness::new().check("tasks", move || {
+            let answer = tasks.check();
+            async move { answer }
+        })
+    }
+
     /// Registers a task the service cannot do without. `task` gets the
     /// stage's stop token; it should return once that is cancelled.
     pub fn critical<F, Fut, E>(&mut self, stage: Stage, name: impl Into<String>, task: F)

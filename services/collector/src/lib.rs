@@ -41,7 +41,6 @@ use fantasy_db::Db;
 use fantasy_dedup::Dedup;
 use fantasy_http::{Supervisor, layers};
 use fantasy_kafka::{BrokerProbe, Producer, ensure_stack_topics};
-use fantasy_telemetry::Readiness;
 use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -166,12 +165,7 @@ pub async fn run(
 
     let readiness = {
         let (db, kafka) = (db.clone(), BrokerProbe::new(&cfg.kafka));
-        let tasks = sup.health();
-        Readiness::new()
-            .check("tasks", move || {
-                let answer = tasks.check();
-                async move { answer }
-            })
+        sup.readiness()
             .check("postgres", move || {
                 let db = db.clone();
                 async move { db.ping().await }

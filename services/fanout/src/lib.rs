@@ -34,7 +34,6 @@ use fantasy_cache::Cache;
 use fantasy_http::auth::Authenticator;
 use fantasy_http::{ApiError, Supervisor, layers};
 use fantasy_kafka::{BrokerProbe, TailReader, TailStart, ensure_stack_topics};
-use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -246,12 +245,7 @@ pub async fn run(
             BrokerProbe::new(&cfg.kafka),
             caught_up.clone(),
         );
-        let tasks = sup.health();
-        Readiness::new()
-            .check("tasks", move || {
-                let answer = tasks.check();
-                async move { answer }
-            })
+        sup.readiness()
             .check("history", move || {
                 let done = caught_up.load(Ordering::Relaxed);
                 async move {

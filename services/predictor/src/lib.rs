@@ -35,7 +35,6 @@ use fantasy_kafka::{
 };
 use fantasy_messages::{Game, ModelPublished};
 use fantasy_registry::Registry;
-use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -136,12 +135,7 @@ pub async fn run(
             cache.clone(),
             BrokerProbe::new(&cfg.kafka),
         );
-        let tasks = sup.health();
-        Readiness::new()
-            .check("tasks", move || {
-                let answer = tasks.check();
-                async move { answer }
-            })
+        sup.readiness()
             .check("model", move || {
                 let loaded = engine.current().is_some();
                 async move {

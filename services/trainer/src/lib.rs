@@ -40,7 +40,6 @@ use fantasy_kafka::{
 };
 use fantasy_messages::{Outcome, Prediction};
 use fantasy_registry::{ModelStore, Registry};
-use fantasy_telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -166,12 +165,7 @@ pub async fn run(
 
     let readiness = {
         let (db, kafka) = (db.clone(), BrokerProbe::new(&cfg.kafka));
-        let tasks = sup.health();
-        Readiness::new()
-            .check("tasks", move || {
-                let answer = tasks.check();
-                async move { answer }
-            })
+        sup.readiness()
             .check("postgres", move || {
                 let db = db.clone();
                 async move { db.ping().await }
