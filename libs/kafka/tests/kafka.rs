@@ -13,6 +13,7 @@ use fantasy_kafka::{
 };
 use fantasy_messages::testing::game;
 use fantasy_messages::{Game, Topic};
+use fantasy_testkit::{Kafka, eventually_sync as eventually};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -20,30 +21,12 @@ const PARTITIONS: i32 = 8;
 
 /// A broker of three, a unique topic prefix, and a config pointing at both.
 fn setup() -> (EmbeddedBroker, KafkaConfig) {
-    let broker = EmbeddedBroker::start(3).unwrap();
-    let mut cfg = KafkaConfig::new(broker.bootstrap_servers(), "kafka-test");
-    cfg.topic_prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
-    let specs: Vec<_> = Topic::ALL
-        .iter()
-        .map(|t| t.spec(&cfg.topic_prefix, PARTITIONS))
-        .collect();
-    broker.create_topics(&specs).unwrap();
-    (broker, cfg)
+    let Kafka { broker, config } = Kafka::start(3, PARTITIONS, "kafka-test");
+    (broker, config)
 }
 
 fn games(n: usize, tag: &str) -> Vec<Game> {
     (0..n).map(|i| game(&format!("{tag}-{i}"))).collect()
-}
-
-async fn eventually(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Keeps every record it is given.

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)] // test helpers, not only #[test] fns
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +20,7 @@ use chrono::{DateTime, TimeZone as _, Utc};
 use collector::http_source::{HttpSource, HttpSourceConfig, USER_AGENT};
 use collector::source::{Batch, Fetch, Source as _, SourceGame};
 use fantasy_messages::GameStatus;
+use fantasy_testkit::Served;
 
 const NBA: &[u8] = include_bytes!("../fixtures/espn/nba-scoreboard.json");
 const PARTIAL: &[u8] = include_bytes!("../fixtures/espn/partial.json");
@@ -78,9 +78,8 @@ struct Script {
 
 #[derive(Debug)]
 struct TestServer {
-    addr: SocketAddr,
+    served: Served,
     script: Arc<Script>,
-    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl TestServer {
@@ -93,40 +92,17 @@ impl TestServer {
             hits: AtomicUsize::new(0),
             user_agents: Mutex::new(Vec::new()),
         });
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = script.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = Router::new()
-                    .route("/scoreboard", get(answer))
-                    .with_state(state);
-                // Stops when the test drops the server; not joined, as
-                // graceful shutdown waits for the client's idle keep-alive
-                // connections.
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
-        let addr = addr_rx.recv().unwrap();
+        let app = Router::new()
+            .route("/scoreboard", get(answer))
+            .with_state(script.clone());
         Self {
-            addr,
+            served: fantasy_testkit::serve(app),
             script,
-            _stop: stop,
         }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/scoreboard", self.addr)
+        format!("{}/scoreboard", self.served.base())
     }
 
     fn hits(&self) -> usize {

@@ -8,18 +8,19 @@ use collector::pipeline::{BatchReport, Pipeline};
 use collector::source::SourceGame;
 use fantasy_dedup::{Dedup, DedupConfig};
 use fantasy_features::{EloParams, Matchup, Ratings};
-use fantasy_kafka::Producer;
 use fantasy_messages::{Game, GameStatus};
 use fantasy_sim::{Season, SimConfig};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 
-use crate::support::Infra;
+use crate::support::{Infra, published_games, rig};
 
-fn pipeline(infra: &Infra, dedup: DedupConfig, redis_prefix: &str) -> std::sync::Arc<Pipeline> {
-    let producer = Producer::new(&infra.kafka).unwrap();
+/// The pipeline on the infra's database and broker, with a Redis prefix of
+/// its own.
+fn pipeline(infra: &Infra, dedup: DedupConfig) -> std::sync::Arc<Pipeline> {
+    let producer = infra.kafka.producer();
     let mut redis = fantasy_cache::RedisConfig::new("redis://127.0.0.1:6379");
-    redis.prefix = redis_prefix.to_owned();
+    redis.prefix = fantasy_testkit::redis_prefix();
     let dedup = Dedup::builder(dedup, infra.db.db.clone())
         .redis(redis)
         .build()
@@ -50,17 +51,13 @@ fn version(event: u32, score: u32) -> SourceGame {
 /// bloom hit, most of them false. Every version must still go out once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_filter_loses_nothing_and_publishes_nothing_twice() {
-    let infra = Infra::new().await;
+    let infra = rig().await;
     let cfg = DedupConfig {
         expected_items: 8,
         fp_rate: 0.3,
         ..DedupConfig::default()
     };
-    let p = pipeline(
-        &infra,
-        cfg,
-        &format!("test:{}:", uuid::Uuid::new_v4().simple()),
-    );
+    let p = pipeline(&infra, cfg);
     let handle = tokio::runtime::Handle::current();
     let mut runner = TestRunner::new(PtConfig {
         cases: 12,
@@ -100,9 +97,8 @@ async fn a_saturated_filter_loses_nothing_and_publishes_nothing_twice() {
         "the filter was saturated enough to give false positives: {stats:?}"
     );
     // And on the topic itself: each case's versions, once.
-    let games = infra.games().await;
+    let games = published_games(&infra).await;
     assert_eq!(games.len(), expected_total.get());
-    infra.db.drop_database().await.unwrap();
 }
 
 /// The features published with each game are those an offline replay of
@@ -110,12 +106,8 @@ async fn a_saturated_filter_loses_nothing_and_publishes_nothing_twice() {
 /// the season is cut into batches and even when a batch is processed twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_features_match_an_offline_replay_of_the_season() {
-    let infra = Infra::new().await;
-    let p = pipeline(
-        &infra,
-        DedupConfig::default(),
-        &format!("test:{}:", uuid::Uuid::new_v4().simple()),
-    );
+    let infra = rig().await;
+    let p = pipeline(&infra, DedupConfig::default());
     let season = Season::simulate(&SimConfig {
         teams: 8,
         games_per_team: 14,
@@ -186,7 +178,7 @@ async fn published_features_match_an_offline_replay_of_the_season() {
             }
         }
     }
-    let games: Vec<Game> = infra.games().await;
+    let games: Vec<Game> = published_games(&infra).await;
     assert_eq!(games.len(), 2 * season.games.len());
     for g in &games {
         assert_eq!(
@@ -206,7 +198,6 @@ async fn published_features_match_an_offline_replay_of_the_season() {
         assert_eq!(s.recent, state.recent);
         assert_eq!(s.last_game_at, state.last_game_at);
     }
-    infra.db.drop_database().await.unwrap();
 }
 
 /// Kafka and Postgres take a batch at once; when Postgres fails (here the
@@ -217,12 +208,8 @@ async fn published_features_match_an_offline_replay_of_the_season() {
 /// misses one), and once more is all duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_fails_in_postgres_after_kafka_took_it_is_kept_whole_for_the_retry() {
-    let infra = Infra::new().await;
-    let p = pipeline(
-        &infra,
-        DedupConfig::default(),
-        &format!("test:{}:", uuid::Uuid::new_v4().simple()),
-    );
+    let infra = rig().await;
+    let p = pipeline(&infra, DedupConfig::default());
     let pool = infra.db.db.pool();
     let count = |table: &'static str| async move {
         sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}"))
@@ -251,7 +238,7 @@ async fn a_batch_that_fails_in_postgres_after_kafka_took_it_is_kept_whole_for_th
         format!("{err:#}").contains("outcomes"),
         "the error names the failed write: {err:#}"
     );
-    let on_kafka = infra.games().await;
+    let on_kafka = published_games(&infra).await;
     assert_eq!(on_kafka.len(), 10, "Kafka took the batch meanwhile");
     for table in ["dedup_keys", "games", "ratings_applied", "team_ratings"] {
         assert_eq!(count(table).await, 0, "{table} rolled back");
@@ -272,10 +259,9 @@ async fn a_batch_that_fails_in_postgres_after_kafka_took_it_is_kept_whole_for_th
         "every record stored"
     );
     assert_eq!(count("dedup_keys").await, 10);
-    let on_kafka = infra.games().await;
+    let on_kafka = published_games(&infra).await;
     let ids: HashSet<&str> = on_kafka.iter().map(|g| g.game_id.as_str()).collect();
     assert_eq!((on_kafka.len(), ids.len()), (20, 10), "each version twice");
     let report = p.process("fail", &batch).await.unwrap();
     assert_eq!((report.games, report.duplicates), (0, 10));
-    infra.db.drop_database().await.unwrap();
 }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use fantasy_messages::GameStatus;
 
-use crate::support::{App, Infra, NBA, Scoreboards, counts, nba_with_home_score};
+use crate::support::{
+    NBA, Scoreboards, batches, counts, nba_with_home_score, published_games, published_outcomes,
+    rig, sources_of, spawn, wait_all, wait_batches,
+};
 
 fn espn(board: &Scoreboards, league: &str) -> String {
     format!(
@@ -16,16 +19,19 @@ fn espn(board: &Scoreboards, league: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_publish_each_version_once_and_a_changed_score_once_more() {
-    let infra = Infra::new().await;
+    let infra = rig().await;
     let board = Scoreboards::start(NBA);
     let sources = espn(&board, "nba");
     let env = [("COLLECTOR_SOURCES", sources.as_str())];
     // Same sources, no sharding: both fetch everything and race to publish.
-    let a = App::spawn(&infra, &env).await;
-    let b = App::spawn(&infra, &env).await;
-    board.wait_hits(0, 10).await;
+    let a = spawn(&infra, &env).await;
+    let b = spawn(&infra, &env).await;
+    // Each replica fetched and processed the scoreboard three times: all
+    // they published of it is on the topic.
+    wait_batches(&a, 3).await;
+    wait_batches(&b, 3).await;
 
-    let games = infra.games().await;
+    let games = published_games(&infra).await;
     let per_game = counts(games.iter().map(|g| g.game_id.as_str()));
     assert_eq!(
         per_game.len(),
@@ -36,16 +42,19 @@ async fn two_replicas_publish_each_version_once_and_a_changed_score_once_more() 
         per_game.values().all(|n| *n == 1),
         "re-fetches and a second replica published nothing twice: {per_game:?}"
     );
-    let outcomes = infra.outcomes().await;
+    let outcomes = published_outcomes(&infra).await;
     assert_eq!(outcomes.len(), 1, "the one final game has one outcome");
     assert_eq!(outcomes[0].game_id, "nba-401704123");
     assert!(outcomes[0].home_win);
 
     // A score changes: that game, and only it, is published once more.
-    let hits = board.total_hits();
+    // The batch a replica is in may have been fetched before the change;
+    // the one after it was not.
     board.set_body(nba_with_home_score("401704124", 63));
-    board.wait_hits(hits, 10).await;
-    let games = infra.games().await;
+    let (done_a, done_b) = (batches(&a).await, batches(&b).await);
+    wait_batches(&a, done_a + 3).await;
+    wait_batches(&b, done_b + 3).await;
+    let games = published_games(&infra).await;
     let per_game = counts(games.iter().map(|g| g.game_id.as_str()));
     assert_eq!(per_game["nba-401704124"], 2, "{per_game:?}");
     assert_eq!(games.len(), 5, "{per_game:?}");
@@ -57,7 +66,7 @@ async fn two_replicas_publish_each_version_once_and_a_changed_score_once_more() 
     // Under way: the second version keeps the features of the first.
     assert_eq!(changed[0].features, changed[1].features);
 
-    let reports = [a.sources().await, b.sources().await];
+    let reports = [sources_of(&a).await, sources_of(&b).await];
     let published: u64 = reports
         .iter()
         .map(|r| {
@@ -67,19 +76,18 @@ async fn two_replicas_publish_each_version_once_and_a_changed_score_once_more() 
         })
         .sum();
     assert_eq!(published, 5, "the replicas' own counts agree: {reports:#?}");
-    a.stop().await;
-    b.stop().await;
-    infra.db.drop_database().await.unwrap();
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_split_the_sources_and_never_fetch_one_twice() {
-    let infra = Infra::new().await;
+    let infra = rig().await;
     let board = Scoreboards::start(NBA);
     let leagues = ["nba", "wnba", "nbl", "gleague", "euro", "cba"];
     let sources: Vec<String> = leagues.iter().map(|l| espn(&board, l)).collect();
     let sources = sources.join(",");
-    let one = App::spawn(
+    let one = spawn(
         &infra,
         &[
             ("COLLECTOR_SOURCES", &sources),
@@ -88,7 +96,7 @@ async fn shards_split_the_sources_and_never_fetch_one_twice() {
         ],
     )
     .await;
-    let two = App::spawn(
+    let two = spawn(
         &infra,
         &[
             ("COLLECTOR_SOURCES", &sources),
@@ -97,7 +105,7 @@ async fn shards_split_the_sources_and_never_fetch_one_twice() {
         ],
     )
     .await;
-    let (s1, s2) = (one.sources().await, two.sources().await);
+    let (s1, s2) = (sources_of(&one).await, sources_of(&two).await);
     let k1: HashSet<&String> = s1.keys().collect();
     let k2: HashSet<&String> = s2.keys().collect();
     assert!(
@@ -109,20 +117,21 @@ async fn shards_split_the_sources_and_never_fetch_one_twice() {
         !k1.is_empty() && !k2.is_empty(),
         "both shards work: {k1:?} {k2:?}"
     );
-    board.wait_hits(0, 30).await;
+    // Every source of each shard fetched and published once at least.
+    wait_batches(&one, 1).await;
+    wait_batches(&two, 1).await;
     for l in leagues {
         assert!(
             board.hits().contains_key(&format!("basketball/{l}")),
             "{l} fetched"
         );
     }
-    let games = infra.games().await;
+    let games = published_games(&infra).await;
     let per_game = counts(games.iter().map(|g| g.game_id.as_str()));
     assert_eq!(per_game.len(), 4 * leagues.len());
     assert!(per_game.values().all(|n| *n == 1), "{per_game:?}");
-    one.stop().await;
-    two.stop().await;
-    infra.db.drop_database().await.unwrap();
+    one.stop().await.unwrap();
+    two.stop().await.unwrap();
 }
 
 fn history_csv(n: usize) -> String {
@@ -150,7 +159,7 @@ fn history_csv(n: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_from_the_checkpoint() {
-    let infra = Infra::new().await;
+    let infra = rig().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.csv");
     std::fs::write(&path, history_csv(30)).unwrap();
@@ -159,38 +168,37 @@ async fn a_restart_resumes_from_the_checkpoint() {
     // As if an earlier run had published the first 10 records.
     infra.db.db.set_checkpoint(&name, "10").await.unwrap();
 
-    let app = App::spawn(&infra, &[("COLLECTOR_SOURCES", &spec)]).await;
-    let done = app.wait_all("done", Duration::from_secs(60)).await;
+    let app = spawn(&infra, &[("COLLECTOR_SOURCES", &spec)]).await;
+    let done = wait_all(&app, "done", Duration::from_secs(60)).await;
     assert_eq!(done[&name]["cursor"], "30");
-    app.stop().await;
-    let games = infra.games().await;
+    app.stop().await.unwrap();
+    let games = published_games(&infra).await;
     let mut ids: Vec<&str> = games.iter().map(|g| g.game_id.as_str()).collect();
     ids.sort_unstable();
     let expected: Vec<String> = (10..30).map(|i| format!("hist-{i:03}")).collect();
     assert_eq!(ids, expected, "exactly the records after the checkpoint");
-    assert_eq!(infra.outcomes().await.len(), 20);
+    assert_eq!(published_outcomes(&infra).await.len(), 20);
 
     // Restarted: the source resumes at its end; nothing is published again.
-    let app = App::spawn(&infra, &[("COLLECTOR_SOURCES", &spec)]).await;
-    app.wait_all("done", Duration::from_secs(60)).await;
-    app.stop().await;
-    assert_eq!(infra.games().await.len(), 20);
-    infra.db.drop_database().await.unwrap();
+    let app = spawn(&infra, &[("COLLECTOR_SOURCES", &spec)]).await;
+    wait_all(&app, "done", Duration::from_secs(60)).await;
+    app.stop().await.unwrap();
+    assert_eq!(published_games(&infra).await.len(), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_the_exact_store_keeps_every_record_once() {
-    let infra = Infra::new().await;
+    let infra = rig().await;
     let spec = "sim:nba?teams=6&games=10&minutes=0&batch=16";
     // Nothing listens on port 1: every dedup call goes to Postgres.
     let env = [
         ("COLLECTOR_SOURCES", spec),
         ("REDIS_URL", "redis://127.0.0.1:1"),
     ];
-    let app = App::spawn(&infra, &env).await;
-    let done = app.wait_all("done", Duration::from_secs(60)).await;
-    app.stop().await;
-    let games = infra.games().await;
+    let app = spawn(&infra, &env).await;
+    let done = wait_all(&app, "done", Duration::from_secs(60)).await;
+    app.stop().await.unwrap();
+    let games = published_games(&infra).await;
     let n_games = done["sim:nba"]["details"]["games"].as_u64().unwrap() as usize;
     assert_eq!(n_games, 30);
     assert_eq!(
@@ -198,7 +206,7 @@ async fn with_redis_down_the_exact_store_keeps_every_record_once() {
         2 * n_games,
         "a scheduled and a final version each"
     );
-    assert_eq!(infra.outcomes().await.len(), n_games);
+    assert_eq!(published_outcomes(&infra).await.len(), n_games);
     // The simulator's truth is stored: the oracle Brier from Postgres is the
     // one the source reports.
     let brier: f64 = sqlx::query_scalar(
@@ -217,11 +225,10 @@ async fn with_redis_down_the_exact_store_keeps_every_record_once() {
         .execute(infra.db.db.pool())
         .await
         .unwrap();
-    let app = App::spawn(&infra, &env).await;
-    let done = app.wait_all("done", Duration::from_secs(60)).await;
-    app.stop().await;
+    let app = spawn(&infra, &env).await;
+    let done = wait_all(&app, "done", Duration::from_secs(60)).await;
+    app.stop().await.unwrap();
     assert_eq!(done["sim:nba"]["totals"]["duplicates"], 2 * n_games);
     assert_eq!(done["sim:nba"]["totals"]["games"], 0);
-    assert_eq!(infra.games().await.len(), 2 * n_games);
-    infra.db.drop_database().await.unwrap();
+    assert_eq!(published_games(&infra).await.len(), 2 * n_games);
 }

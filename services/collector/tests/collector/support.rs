@@ -3,7 +3,6 @@
 //! server, and collector instances on random ports.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,184 +10,98 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use fantasy_config::Env;
-use fantasy_db::testing::TestDb;
-use fantasy_kafka::{EmbeddedBroker, KafkaConfig, TailReader, TailStart};
-use fantasy_messages::{Game, Outcome, Topic};
+use fantasy_messages::{Game, Outcome};
+use fantasy_testkit::{READY_WITHIN, Rig, Served, Spawned, env_with, eventually, read_all};
 use serde_json::Value;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// What the instances of one test share.
-pub struct Infra {
-    pub _broker: EmbeddedBroker,
-    pub kafka: KafkaConfig,
-    pub db: TestDb,
-    pub env: Vec<(String, String)>,
+pub type Infra = Rig;
+
+/// A broker of three (four partitions a topic), a database and a Redis
+/// prefix of the test's own.
+pub async fn rig() -> Infra {
+    let settings = [
+        ("KAFKA_CREATE_TOPICS", "false"),
+        // A small filter: the tests cross generations and false
+        // positives, which must cost nothing but a lookup.
+        ("DEDUP_EXPECTED_ITEMS", "1000"),
+        ("COLLECTOR_RETRY_MAX", "500ms"),
+        ("SHUTDOWN_TIMEOUT", "10s"),
+    ];
+    Rig::start(3, 4, "collector-test", &settings).await
 }
 
-impl Infra {
-    pub async fn new() -> Self {
-        let broker = EmbeddedBroker::start(3).unwrap();
-        let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
-        let specs: Vec<_> = Topic::ALL.iter().map(|t| t.spec(&prefix, 4)).collect();
-        broker.create_topics(&specs).unwrap();
-        let mut kafka = KafkaConfig::new(broker.bootstrap_servers(), "collector-test");
-        kafka.topic_prefix = prefix.clone();
-        let db = TestDb::new().await.unwrap();
-        let env = vec![
-            (
-                "KAFKA_BROKERS".into(),
-                broker.bootstrap_servers().to_owned(),
-            ),
-            ("KAFKA_TOPIC_PREFIX".into(), prefix),
-            ("KAFKA_CREATE_TOPICS".into(), "false".into()),
-            ("DATABASE_URL".into(), db.url.clone()),
-            (
-                "REDIS_PREFIX".into(),
-                format!("test:{}:", uuid::Uuid::new_v4().simple()),
-            ),
-            // A small filter: the tests cross generations and false
-            // positives, which must cost nothing but a lookup.
-            ("DEDUP_EXPECTED_ITEMS".into(), "1000".into()),
-            ("COLLECTOR_RETRY_MAX".into(), "500ms".into()),
-            ("SHUTDOWN_TIMEOUT".into(), "10s".into()),
-        ];
-        Self {
-            _broker: broker,
-            kafka,
-            db,
-            env,
-        }
-    }
+/// Every game on the topic now.
+pub async fn published_games(infra: &Infra) -> Vec<Game> {
+    read_all(&infra.kafka.config).await
+}
 
-    /// Every message on `topic` so far (waits until none came for `quiet`).
-    pub async fn read(&self, topic: Topic, quiet: Duration) -> Vec<Value> {
-        let name = self.kafka.topics().name(topic).to_owned();
-        let reader = TailReader::open(
-            &self.kafka,
-            &name,
-            TailStart::LastPerPartition(i64::MAX / 4),
-        )
+/// Every outcome on the topic now.
+pub async fn published_outcomes(infra: &Infra) -> Vec<Outcome> {
+    read_all(&infra.kafka.config).await
+}
+
+/// A ready collector instance with the infra's settings plus `extra`.
+pub async fn spawn(infra: &Infra, extra: &[(&str, &str)]) -> Spawned {
+    let cfg = collector::Config::from_env(&env_with(&infra.env, extra)).unwrap();
+    let mut app = fantasy_testkit::spawn(collector::run, cfg).await;
+    app.wait_ready(READY_WITHIN).await;
+    app
+}
+
+/// `GET /v1/sources`: the sources of an instance by name.
+pub async fn sources_of(app: &Spawned) -> HashMap<String, Value> {
+    let body = app.get_json("/v1/sources").await;
+    body["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s.clone()))
+        .collect()
+}
+
+/// Waits until every source of `app` is in `state`.
+pub async fn wait_all(app: &Spawned, state: &str, within: Duration) -> HashMap<String, Value> {
+    eventually(&format!("every source {state}"), within, || async {
+        let sources = sources_of(app).await;
+        if sources.values().all(|s| s["state"] == state) {
+            Ok(sources)
+        } else {
+            Err(sources)
+        }
+    })
+    .await
+}
+
+/// The fewest batches any source of `app` has processed (published,
+/// checkpointed) so far.
+pub async fn batches(app: &Spawned) -> u64 {
+    sources_of(app)
         .await
-        .unwrap();
-        let mut out = Vec::new();
-        while let Some(r) = reader.recv_timeout(quiet).await {
-            let r = r.unwrap();
-            out.push(serde_json::from_slice(&r.payload.unwrap()).unwrap());
-        }
-        out
-    }
-
-    pub async fn games(&self) -> Vec<Game> {
-        self.read(Topic::Games, Duration::from_millis(1500))
-            .await
-            .into_iter()
-            .map(|v| serde_json::from_value(v).unwrap())
-            .collect()
-    }
-
-    pub async fn outcomes(&self) -> Vec<Outcome> {
-        self.read(Topic::Outcomes, Duration::from_millis(1500))
-            .await
-            .into_iter()
-            .map(|v| serde_json::from_value(v).unwrap())
-            .collect()
-    }
+        .values()
+        .map(|s| s["batches"].as_u64().unwrap())
+        .min()
+        .unwrap_or(0)
 }
 
-/// A collector instance.
-pub struct App {
-    pub addr: String,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+/// Waits until every source of `app` has processed `n` batches: all it
+/// published in them is on Kafka.
+pub async fn wait_batches(app: &Spawned, n: u64) {
+    eventually(
+        &format!("{n} batches from every source"),
+        Duration::from_secs(30),
+        || async {
+            let sources = sources_of(app).await;
+            let done = sources.values().all(|s| s["batches"].as_u64() >= Some(n));
+            if done { Ok(()) } else { Err(sources) }
+        },
+    )
+    .await;
 }
 
-impl App {
-    pub async fn spawn(infra: &Infra, extra: &[(&str, &str)]) -> App {
-        fantasy_telemetry::install_crypto_provider();
-        let mut pairs = infra.env.clone();
-        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let cfg = collector::Config::from_env(&Env::from_pairs(pairs)).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(collector::run(cfg, listener, shutdown.clone()));
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http.get(format!("http://{addr}/ready")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(!task.is_finished(), "the collector exited during start-up");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the collector did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        App {
-            addr,
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    /// `GET /v1/sources`: the sources of this instance by name.
-    pub async fn sources(&self) -> HashMap<String, Value> {
-        let body: Value = reqwest::get(format!("http://{}/v1/sources", self.addr))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["sources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| (s["name"].as_str().unwrap().to_owned(), s.clone()))
-            .collect()
-    }
-
-    /// Waits until every source of this instance is in `state`.
-    pub async fn wait_all(&self, state: &str, within: Duration) -> HashMap<String, Value> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let sources = self.sources().await;
-            if sources.values().all(|s| s["state"] == state) {
-                return sources;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "sources not {state} in time: {sources:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        let task = self.task.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("the collector did not stop within 30 s")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// A scoreboard server (ESPN site-API paths) on its own thread and runtime.
-#[derive(Clone)]
+/// A scoreboard server (ESPN site-API paths).
 pub struct Scoreboards {
-    pub addr: SocketAddr,
+    served: Served,
     state: Arc<Mutex<ServerState>>,
 }
 
@@ -211,29 +124,18 @@ impl Scoreboards {
     pub fn start(body: &[u8]) -> Self {
         let state = Arc::new(Mutex::new(ServerState {
             body: body.to_vec(),
-            hits: HashMap::new(),
+            ..ServerState::default()
         }));
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
-        let router = Router::new()
-            .route("/{sport}/{league}/scoreboard", get(scoreboard))
-            .with_state(state.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                axum::serve(listener, router).await.unwrap();
-            });
-        });
-        Self { addr, state }
+        let served = fantasy_testkit::serve(
+            Router::new()
+                .route("/{sport}/{league}/scoreboard", get(scoreboard))
+                .with_state(Arc::clone(&state)),
+        );
+        Self { served, state }
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        self.served.base()
     }
 
     pub fn set_body(&self, body: Vec<u8>) {
@@ -243,22 +145,6 @@ impl Scoreboards {
     /// Requests per `sport/league` so far.
     pub fn hits(&self) -> HashMap<String, u64> {
         self.state.lock().unwrap().hits.clone()
-    }
-
-    pub fn total_hits(&self) -> u64 {
-        self.hits().values().sum()
-    }
-
-    /// Waits until at least `n` more requests than `from` arrived.
-    pub async fn wait_hits(&self, from: u64, n: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.total_hits() < from + n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the scoreboard was not polled"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use fantasy_messages::testing::model_metrics;
 use serde_json::{Value, json};
 
-use crate::support::{App, Infra, pred, publish};
+use crate::support::{Infra, pred, publish, spawn};
 
 /// A chromedriver process and one browser session in it.
 struct Browser {
@@ -173,9 +173,9 @@ return {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_a_prediction_and_model_metrics_published_while_it_is_open() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[]).await;
+    let app = spawn(&infra, &[]).await;
     let browser = Browser::start().await;
-    browser.goto(&format!("http://{}/", app.addr)).await;
+    browser.goto(&app.url("/")).await;
     browser
         .wait_for(
             "the live status",

@@ -5,22 +5,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use fantasy_testkit::eventually;
 use futures::StreamExt as _;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{App, Infra, Ws, ids, pred, publish};
+use crate::support::{Infra, Ws, client, ids, pred, publish, publish_markers, spawn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_gets_exactly_its_channels_messages_in_order() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[]).await;
-    let mut all = app.client().await;
+    let app = spawn(&infra, &[]).await;
+    let mut all = client(&app).await;
     all.subscribe(&["all"]).await;
-    let mut nba = app.client().await;
+    let mut nba = client(&app).await;
     nba.subscribe(&["sport:nba"]).await;
-    let mut g1 = app.client().await;
+    let mut g1 = client(&app).await;
     g1.subscribe(&["game:g1"]).await;
-    let mut gone = app.client().await;
+    let mut gone = client(&app).await;
     gone.subscribe(&["game:g2"]).await;
     gone.send(serde_json::json!({"op": "unsubscribe", "channels": ["game:g2"]}))
         .await;
@@ -55,10 +56,22 @@ async fn each_client_gets_exactly_its_channels_messages_in_order() {
     let mut sorted = probs.clone();
     sorted.sort_by(f64::total_cmp);
     assert_eq!(probs, sorted);
-    // Nothing more for anyone; nothing at all after unsubscribing.
-    assert!(g1.next_within(Duration::from_millis(500)).await.is_none());
-    assert!(nba.next_within(Duration::from_millis(200)).await.is_none());
-    assert!(gone.next_within(Duration::from_millis(200)).await.is_none());
+    // Nothing more for anyone, nothing at all after unsubscribing: each
+    // client also takes the markers, published on every partition after the
+    // rest, and gets nothing else before them.
+    for c in [&mut all, &mut nba, &mut g1, &mut gone] {
+        c.subscribe(&["sport:mlb"]).await;
+    }
+    let markers = publish_markers(&producer, "mlb").await;
+    for (name, c) in [
+        ("all", &mut all),
+        ("nba", &mut nba),
+        ("g1", &mut g1),
+        ("gone", &mut gone),
+    ] {
+        let more = c.until(&markers).await;
+        assert!(more.is_empty(), "{name} got more: {more:?}");
+    }
     // Positions increase per partition.
     let mut last: HashMap<i64, i64> = HashMap::new();
     for f in &got_all {
@@ -78,10 +91,10 @@ async fn each_client_gets_exactly_its_channels_messages_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_each_get_every_message_once() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[]).await;
+    let app = spawn(&infra, &[]).await;
     let mut clients = Vec::new();
     for i in 0..1000 {
-        let mut c = app.client().await;
+        let mut c = client(&app).await;
         c.subscribe(&[if i % 2 == 0 { "all" } else { "sport:nba" }])
             .await;
         clients.push(c);
@@ -91,20 +104,20 @@ async fn a_thousand_clients_each_get_every_message_once() {
         .map(|i| pred(&format!("k{i}"), "nba", 0.5))
         .collect();
     publish(&producer, &batch).await;
+    // Then markers on every partition: what a client gets before them is
+    // all it gets of the 20.
+    let markers = Arc::new(publish_markers(&producer, "nba").await);
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|mut c| {
-            tokio::spawn(async move {
-                let got = c.predictions(20).await;
-                let extra = c.next_within(Duration::from_millis(300)).await;
-                (ids(&got), extra)
-            })
+            let markers = Arc::clone(&markers);
+            tokio::spawn(async move { ids(&c.until(&markers).await) })
         })
         .collect();
     for t in tasks {
-        let (mut got, extra) = t.await.unwrap();
-        assert!(extra.is_none(), "a duplicate or stray frame: {extra:?}");
+        let mut got = t.await.unwrap();
         got.sort();
+        assert_eq!(got.len(), 20, "a duplicate or stray frame: {got:?}");
         got.dedup();
         assert_eq!(got.len(), 20);
     }
@@ -114,11 +127,11 @@ async fn a_thousand_clients_each_get_every_message_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_fanout_instances_deliver_identical_sequences() {
     let infra = Infra::new();
-    let a = App::spawn(&infra, &[]).await;
-    let b = App::spawn(&infra, &[]).await;
-    let mut ca = a.client().await;
+    let a = spawn(&infra, &[]).await;
+    let b = spawn(&infra, &[]).await;
+    let mut ca = client(&a).await;
     ca.subscribe(&["all"]).await;
-    let mut cb = b.client().await;
+    let mut cb = client(&b).await;
     cb.subscribe(&["all"]).await;
     let batch: Vec<_> = (0..60)
         .map(|i| pred(&format!("t{}", i % 7), "nba", i as f32 / 60.0))
@@ -145,14 +158,14 @@ async fn two_fanout_instances_deliver_identical_sequences() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_is_closed_while_a_fast_one_gets_everything() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[("CLIENT_QUEUE", "256")]).await;
+    let app = spawn(&infra, &[("CLIENT_QUEUE", "256")]).await;
     // The slow client offers a tiny receive window and reads nothing until
     // the end; the fast one reads as frames come.
-    let mut slow = Ws::connect_with(&app.addr, "/v1/stream", None, Some(4096))
+    let mut slow = Ws::connect_with(app.addr, "/v1/stream", None, Some(4096))
         .await
         .unwrap();
     slow.subscribe(&["all"]).await;
-    let mut fast = app.client().await;
+    let mut fast = client(&app).await;
     fast.subscribe(&["all"]).await;
 
     let producer = infra.producer();
@@ -219,8 +232,8 @@ async fn a_slow_client_is_closed_while_a_fast_one_gets_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_clients_with_going_away() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[]).await;
-    let mut c = app.client().await;
+    let app = spawn(&infra, &[]).await;
+    let mut c = client(&app).await;
     c.subscribe(&["all"]).await;
     let stopping = tokio::spawn(app.stop());
     assert_eq!(c.close_code(Duration::from_secs(10)).await, Some(1001));
@@ -230,8 +243,8 @@ async fn shutdown_closes_clients_with_going_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_page_is_served() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[]).await;
-    let r = reqwest::get(format!("http://{}/", app.addr)).await.unwrap();
+    let app = spawn(&infra, &[]).await;
+    let r = app.http.get(app.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(
         r.headers()["content-type"]
@@ -244,14 +257,26 @@ async fn the_dashboard_page_is_served() {
     app.stop().await.unwrap();
 }
 
+/// The metrics themselves. The recorder is the process's, shared with
+/// anything else that runs in it: the test reads how far each moved from a
+/// scrape of its own taken first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_connections_subscriptions_and_deliveries() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[]).await;
-    let mut a = app.client().await;
+    let app = spawn(&infra, &[]).await;
+    let scrape = || async {
+        let text = app.get_text("/metrics").await;
+        move |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    let before = scrape().await;
+    let mut a = client(&app).await;
     a.subscribe(&["all", "sport:nba"]).await;
     a.next().await; // the second `subscribed`
-    let mut b = app.client().await;
+    let mut b = client(&app).await;
     b.subscribe(&["game:m1"]).await;
     publish(
         &infra.producer(),
@@ -261,43 +286,33 @@ async fn metrics_count_connections_subscriptions_and_deliveries() {
     a.predictions(3).await; // m1 on all and sport:nba, m2 on all
     b.predictions(1).await;
 
-    let scrape = || async {
-        let text = reqwest::get(format!("http://{}/metrics", app.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        move |name: &str| -> f64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-                .unwrap_or(f64::NAN)
-        }
-    };
-    let m = scrape().await;
-    assert_eq!(m("fanout_connections"), 2.0);
-    assert_eq!(m("fanout_subscriptions"), 3.0);
-    assert_eq!(m("fanout_messages_in_total"), 2.0);
-    assert_eq!(m("fanout_messages_out_total"), 4.0);
-    assert!(m("fanout_bytes_out_total") > 400.0);
+    let now = scrape().await;
+    let moved = |name: &str| now(name) - before(name);
+    assert_eq!(moved("fanout_connections"), 2.0);
+    assert_eq!(moved("fanout_subscriptions"), 3.0);
+    assert_eq!(moved("fanout_messages_in_total"), 2.0);
+    assert_eq!(moved("fanout_messages_out_total"), 4.0);
+    assert!(moved("fanout_bytes_out_total") > 400.0);
     // The first frame of each connection is a latency sample.
-    assert_eq!(m("fanout_e2e_latency_seconds_count"), 2.0);
+    assert_eq!(moved("fanout_e2e_latency_seconds_count"), 2.0);
 
     a.send(serde_json::json!({"op": "unsubscribe", "channels": ["sport:nba"]}))
         .await;
     assert_eq!(a.next().await["type"], "unsubscribed");
     drop(b);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = scrape().await;
-        if (m("fanout_connections"), m("fanout_subscriptions")) == (1.0, 1.0) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gauges did not follow the clients"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the gauges to follow the clients",
+        Duration::from_secs(10),
+        || async {
+            let m = scrape().await;
+            let gauges = ["fanout_connections", "fanout_subscriptions"].map(|g| m(g) - before(g));
+            if gauges == [1.0, 1.0] {
+                Ok(())
+            } else {
+                Err(gauges)
+            }
+        },
+    )
+    .await;
     app.stop().await.unwrap();
 }

@@ -6,7 +6,9 @@ use fantasy_http::auth::Authenticator;
 use fantasy_http::{AuthConfig, Claims};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{App, Infra, Ws, pred, publish};
+use fantasy_testkit::eventually;
+
+use crate::support::{Infra, Ws, client, pred, publish, spawn};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -24,14 +26,14 @@ fn token(channels: Option<Vec<&str>>, exp_offset: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_unknown_and_excessive_requests_get_errors_and_others_are_unaffected() {
     let infra = Infra::new();
-    let app = App::spawn(
+    let app = spawn(
         &infra,
         &[("MAX_SUBSCRIPTIONS", "3"), ("MAX_FRAME_BYTES", "512")],
     )
     .await;
-    let mut bystander = app.client().await;
+    let mut bystander = client(&app).await;
     bystander.subscribe(&["all"]).await;
-    let mut bad = app.client().await;
+    let mut bad = client(&app).await;
 
     bad.send_raw(Message::Text("{not json".into())).await;
     assert_eq!(bad.next().await["code"], "malformed");
@@ -68,20 +70,20 @@ async fn malformed_unknown_and_excessive_requests_get_errors_and_others_are_unaf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_checked_before_the_upgrade_and_channel_claims_apply() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[("AUTH_REQUIRED", "true"), ("JWT_SECRET", SECRET)]).await;
+    let app = spawn(&infra, &[("AUTH_REQUIRED", "true"), ("JWT_SECRET", SECRET)]).await;
     assert_eq!(
-        Ws::connect(&app.addr, "/v1/stream", None).await.err(),
+        Ws::connect(app.addr, "/v1/stream", None).await.err(),
         Some(401)
     );
     assert_eq!(
-        Ws::connect(&app.addr, "/v1/stream", Some("garbage"))
+        Ws::connect(app.addr, "/v1/stream", Some("garbage"))
             .await
             .err(),
         Some(401)
     );
     let expired = token(None, -3600);
     assert_eq!(
-        Ws::connect(&app.addr, "/v1/stream", Some(&expired))
+        Ws::connect(app.addr, "/v1/stream", Some(&expired))
             .await
             .err(),
         Some(401)
@@ -89,7 +91,7 @@ async fn tokens_are_checked_before_the_upgrade_and_channel_claims_apply() {
 
     // A token in the query string works (browsers), and its claim limits channels.
     let limited = token(Some(vec!["sport:nba", "game:*"]), 600);
-    let mut c = Ws::connect(&app.addr, &format!("/v1/stream?token={limited}"), None)
+    let mut c = Ws::connect(app.addr, &format!("/v1/stream?token={limited}"), None)
         .await
         .unwrap();
     c.subscribe(&["sport:nba"]).await;
@@ -103,37 +105,34 @@ async fn tokens_are_checked_before_the_upgrade_and_channel_claims_apply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_are_refused_with_503() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[("MAX_CONNECTIONS", "2")]).await;
-    let _a = app.client().await;
-    let _b = app.client().await;
+    let app = spawn(&infra, &[("MAX_CONNECTIONS", "2")]).await;
+    let _a = client(&app).await;
+    let _b = client(&app).await;
     assert_eq!(
-        Ws::connect(&app.addr, "/v1/stream", None).await.err(),
+        Ws::connect(app.addr, "/v1/stream", None).await.err(),
         Some(503)
     );
     drop(_a);
     // The slot frees once the server sees the first one go.
-    let mut ok = false;
-    for _ in 0..50 {
-        if Ws::connect(&app.addr, "/v1/stream", None).await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "the freed slot was not reused");
+    eventually(
+        "the freed slot to be reused",
+        Duration::from_secs(5),
+        || async { Ws::connect(app.addr, "/v1/stream", None).await.is_ok() },
+    )
+    .await;
     app.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_closed_as_idle() {
     let infra = Infra::new();
-    let app = App::spawn(
+    let app = spawn(
         &infra,
         &[("PING_INTERVAL", "200ms"), ("IDLE_TIMEOUT", "700ms")],
     )
     .await;
     // This client never reads, so it never answers the server's pings.
-    let mut c = app.client().await;
+    let mut c = client(&app).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(c.close_code(Duration::from_secs(5)).await, Some(4002));
     app.stop().await.unwrap();

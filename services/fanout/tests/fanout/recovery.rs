@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use fantasy_cache::{Cache, RedisConfig};
 use serde_json::{Value, json};
 
-use crate::support::{App, Infra, ids, pred, publish};
+use crate::support::{Infra, client, ids, pred, publish, publish_markers, spawn};
 
 /// The client-side position tracking PROTOCOL.md describes.
 fn track(since: &mut BTreeMap<String, i64>, frame: &Value) {
@@ -30,11 +30,14 @@ fn track(since: &mut BTreeMap<String, i64>, frame: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reconnects_gets_exactly_what_it_missed() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[]).await;
+    let app = spawn(&infra, &[]).await;
     let producer = infra.producer();
     let mut since = BTreeMap::new();
+    // A client that stays: what it gets, the fanout has read.
+    let mut watcher = client(&app).await;
+    watcher.subscribe(&["all"]).await;
 
-    let mut c = app.client().await;
+    let mut c = client(&app).await;
     track(&mut since, &c.subscribe(&["all"]).await);
     publish(
         &producer,
@@ -52,22 +55,20 @@ async fn a_client_that_reconnects_gets_exactly_what_it_missed() {
         .map(|i| pred(&format!("missed{}", i % 9), "nba", i as f32 / 50.0))
         .collect();
     publish(&producer, &missed).await;
-    // Let the fanout read them before the client comes back.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The fanout read them before the client comes back.
+    watcher.predictions(10 + missed.len()).await;
 
-    let mut c = app.client().await;
+    let mut c = client(&app).await;
     c.send(json!({"op": "subscribe", "channels": ["all"], "since": {"all": since}}))
         .await;
     let sub = c.next().await;
     assert_eq!(sub["type"], "subscribed");
     assert_eq!(sub["recovered"], true);
-    let replay = c.predictions(50).await;
-    assert!(
-        c.next_within(std::time::Duration::from_millis(300))
-            .await
-            .is_none(),
-        "more than the 50 missed"
-    );
+    // Then it is live again: markers published now, on every partition,
+    // come after the replay, and nothing but the replay before them.
+    let markers = publish_markers(&producer, "nba").await;
+    let replay = c.until(&markers).await;
+    assert_eq!(replay.len(), 50, "not the 50 missed: {:?}", ids(&replay));
     // Exactly the 50, each once, in order per game (and per partition).
     let mut got = ids(&replay);
     let mut want: Vec<String> = missed.iter().map(|p| p.game_id.clone()).collect();
@@ -87,24 +88,23 @@ async fn a_client_that_reconnects_gets_exactly_what_it_missed() {
     got.sort();
     want.sort();
     assert_eq!(got, want);
-
-    // And then it is live again.
-    publish(&producer, &[pred("after", "nba", 0.9)]).await;
-    assert_eq!(ids(&c.predictions(1).await), ["after"]);
     app.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_history_a_client_gets_recovered_false_and_a_snapshot() {
     let infra = Infra::new();
-    let app = App::spawn(&infra, &[("HISTORY_SIZE", "10")]).await;
+    let app = spawn(&infra, &[("HISTORY_SIZE", "10")]).await;
     let producer = infra.producer();
     let mut cfg = RedisConfig::new(fantasy_cache::DEFAULT_REDIS_URL);
     cfg.prefix = infra.redis_prefix.clone();
     let cache = Cache::connect(&cfg).await.unwrap();
     let mut since = BTreeMap::new();
+    // A client that stays: what it gets, the fanout has read.
+    let mut watcher = client(&app).await;
+    watcher.subscribe(&["sport:nba"]).await;
 
-    let mut c = app.client().await;
+    let mut c = client(&app).await;
     track(&mut since, &c.subscribe(&["sport:nba"]).await);
     drop(c);
 
@@ -115,9 +115,10 @@ async fn beyond_the_history_a_client_gets_recovered_false_and_a_snapshot() {
         .collect();
     cache.set_latest_predictions(&updates).await.unwrap();
     publish(&producer, &updates).await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The fanout read them before the client comes back.
+    watcher.predictions(updates.len()).await;
 
-    let mut c = app.client().await;
+    let mut c = client(&app).await;
     c.send(json!({"op": "subscribe", "channels": ["sport:nba"], "since": {"sport:nba": since}}))
         .await;
     let sub = c.next().await;
@@ -146,8 +147,8 @@ async fn a_restarted_fanout_refills_its_history_from_kafka() {
     let infra = Infra::new();
     let producer = infra.producer();
     let mut since = BTreeMap::new();
-    let first = App::spawn(&infra, &[]).await;
-    let mut c = first.client().await;
+    let first = spawn(&infra, &[]).await;
+    let mut c = client(&first).await;
     track(&mut since, &c.subscribe(&["game:r1"]).await);
     publish(&producer, &[pred("r1", "nba", 0.1)]).await;
     for f in c.predictions(1).await {
@@ -158,8 +159,8 @@ async fn a_restarted_fanout_refills_its_history_from_kafka() {
 
     // While no fanout runs, r1 changes twice.
     publish(&producer, &[pred("r1", "nba", 0.2), pred("r1", "nba", 0.3)]).await;
-    let second = App::spawn(&infra, &[]).await;
-    let mut c = second.client().await;
+    let second = spawn(&infra, &[]).await;
+    let mut c = client(&second).await;
     c.send(json!({"op": "subscribe", "channels": ["game:r1"], "since": {"game:r1": since}}))
         .await;
     assert_eq!(c.next().await["recovered"], true);

@@ -1,48 +1,38 @@
-//! `spawn_app`, a WebSocket client, and prediction helpers.
+//! The fanout's rig: instances on the kit's broker and a Redis prefix of the
+//! test's own, a WebSocket client, and prediction helpers.
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use fantasy_config::Env;
-use fantasy_kafka::{EmbeddedBroker, KafkaConfig, Producer};
+use fantasy_kafka::Producer;
+use fantasy_messages::Prediction;
 use fantasy_messages::testing::prediction;
-use fantasy_messages::{Prediction, Topic};
+use fantasy_testkit::{Kafka, READY_WITHIN, Spawned, env_with};
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_util::sync::CancellationToken;
 
 /// The broker, topics and Redis prefix fanout instances of a test share.
 pub struct Infra {
-    pub _broker: EmbeddedBroker,
-    pub kafka: KafkaConfig,
-    pub env: Vec<(String, String)>,
+    pub kafka: Kafka,
+    pub env: Env,
     pub redis_prefix: String,
 }
 
 impl Infra {
     pub fn new() -> Self {
-        let broker = EmbeddedBroker::start(3).unwrap();
-        let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
-        let specs: Vec<_> = Topic::ALL.iter().map(|t| t.spec(&prefix, 8)).collect();
-        broker.create_topics(&specs).unwrap();
-        let mut kafka = KafkaConfig::new(broker.bootstrap_servers(), "fanout-test");
-        kafka.topic_prefix = prefix.clone();
-        let redis_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-        let env = vec![
-            (
-                "KAFKA_BROKERS".into(),
-                broker.bootstrap_servers().to_owned(),
-            ),
-            ("KAFKA_TOPIC_PREFIX".into(), prefix),
-            ("REDIS_PREFIX".into(), redis_prefix.clone()),
-            ("SHUTDOWN_TIMEOUT".into(), "5s".into()),
-        ];
+        let kafka = Kafka::start(3, PARTITIONS, "fanout-test");
+        let redis_prefix = fantasy_testkit::redis_prefix();
+        let env = kafka
+            .env()
+            .with("REDIS_PREFIX", &redis_prefix)
+            .with("SHUTDOWN_TIMEOUT", "5s");
         Self {
-            _broker: broker,
             kafka,
             env,
             redis_prefix,
@@ -50,68 +40,26 @@ impl Infra {
     }
 
     pub fn producer(&self) -> Producer {
-        Producer::new(&self.kafka).unwrap()
+        self.kafka.producer()
     }
 }
 
-pub struct App {
-    pub addr: String,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+/// Partitions of each topic.
+const PARTITIONS: i32 = 8;
+
+/// A ready fanout with the infra's settings plus `extra`.
+pub async fn spawn(infra: &Infra, extra: &[(&str, &str)]) -> Spawned {
+    let cfg =
+        fanout::Config::for_profile(&env_with(&infra.env, extra), fantasy_config::Profile::Local)
+            .unwrap();
+    let mut app = fantasy_testkit::spawn(fanout::run, cfg).await;
+    app.wait_ready(READY_WITHIN).await;
+    app
 }
 
-impl App {
-    pub async fn spawn(infra: &Infra, extra: &[(&str, &str)]) -> App {
-        fantasy_telemetry::install_crypto_provider();
-        let mut pairs = infra.env.clone();
-        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let cfg =
-            fanout::Config::for_profile(&Env::from_pairs(pairs), fantasy_config::Profile::Local)
-                .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(fanout::run(cfg, listener, shutdown.clone()));
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http.get(format!("http://{addr}/ready")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(!task.is_finished(), "the fanout exited during start-up");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the fanout did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        App {
-            addr,
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    pub async fn client(&self) -> Ws {
-        Ws::connect(&self.addr, "/v1/stream", None).await.unwrap()
-    }
-
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        let task = self.task.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("the fanout did not stop within 30 s")
-            .unwrap()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+/// A client of `app` on `/v1/stream`.
+pub async fn client(app: &Spawned) -> Ws {
+    Ws::connect(app.addr, "/v1/stream", None).await.unwrap()
 }
 
 /// A WebSocket client speaking the protocol.
@@ -121,13 +69,13 @@ pub struct Ws {
 
 impl Ws {
     /// Connects to `path`; `Err(status)` when the upgrade is refused.
-    pub async fn connect(addr: &str, path: &str, token: Option<&str>) -> Result<Ws, u16> {
+    pub async fn connect(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<Ws, u16> {
         Self::connect_with(addr, path, token, None).await
     }
 
     /// Like [`Ws::connect`], with a small receive buffer (a slow client).
     pub async fn connect_with(
-        addr: &str,
+        addr: SocketAddr,
         path: &str,
         token: Option<&str>,
         recv_buffer: Option<u32>,
@@ -136,7 +84,7 @@ impl Ws {
         if let Some(size) = recv_buffer {
             socket.set_recv_buffer_size(size).unwrap();
         }
-        let tcp = socket.connect(addr.parse().unwrap()).await.unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
         let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
         if let Some(t) = token {
             request
@@ -161,14 +109,22 @@ impl Ws {
         self.stream.send(m).await.unwrap();
     }
 
+    /// The next message before `deadline`; `None` on timeout or once the
+    /// stream has ended.
+    async fn recv_before(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        tokio::time::timeout_at(deadline, self.stream.next())
+            .await
+            .ok()?
+    }
+
     /// The next JSON frame within `wait`; `None` on timeout.
     pub async fn next_within(&mut self, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let m = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .ok()??;
-            match m.ok()? {
+            match self.recv_before(deadline).await?.ok()? {
                 Message::Text(t) => return Some(serde_json::from_str(t.as_str()).unwrap()),
                 Message::Close(_) => return None,
                 _ => continue,
@@ -195,10 +151,7 @@ impl Ws {
     pub async fn close_code(&mut self, wait: Duration) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let m = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .ok()??;
-            match m {
+            match self.recv_before(deadline).await? {
                 Ok(Message::Close(Some(frame))) => return Some(frame.code.into()),
                 Ok(Message::Close(None)) => return Some(1005),
                 Ok(_) => continue,
@@ -218,6 +171,48 @@ impl Ws {
         }
         out
     }
+
+    /// Reads prediction frames until every one of `markers` came (see
+    /// [`publish_markers`]); returns the others, in order. Everything the
+    /// fanout read before the markers came before them: what this returns is
+    /// all the client got of it.
+    pub async fn until(&mut self, markers: &Markers) -> Vec<Value> {
+        let mut waiting: HashSet<&str> = markers.ids.iter().map(String::as_str).collect();
+        let mut others = Vec::new();
+        while !waiting.is_empty() {
+            let v = self.next().await;
+            if v["type"] != "prediction" {
+                continue;
+            }
+            let id = v["data"]["game_id"].as_str().unwrap();
+            if !waiting.remove(id) && !markers.ids.iter().any(|m| m == id) {
+                others.push(v);
+            }
+        }
+        others
+    }
+}
+
+/// Predictions published after the ones a test checks, one on every
+/// partition of the topic: once a client has them all, the fanout has read
+/// every partition past what came before (a positive signal that nothing
+/// more is on its way, instead of waiting for a while).
+pub struct Markers {
+    ids: Vec<String>,
+}
+
+/// Publishes `sport` predictions one at a time until every partition holds
+/// one.
+pub async fn publish_markers(producer: &Producer, sport: &str) -> Markers {
+    let mut partitions = HashSet::new();
+    let mut ids = Vec::new();
+    while partitions.len() < PARTITIONS as usize {
+        let id = format!("marker-{}", ids.len());
+        let (partition, _) = producer.publish(&pred(&id, sport, 0.5)).await.unwrap();
+        partitions.insert(partition);
+        ids.push(id);
+    }
+    Markers { ids }
 }
 
 pub fn pred(game_id: &str, sport: &str, prob: f32) -> Prediction {

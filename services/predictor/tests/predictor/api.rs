@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::support::{App, Infra, expected, fixture};
+use fantasy_testkit::Spawned;
+
+use crate::support::{expected, fixture, post_json, rig, spawn};
 
 fn torch_model() -> String {
     fixture("mlp_torch.onnx").display().to_string()
@@ -12,8 +14,8 @@ fn torch_model() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_and_batch_predictions_equal_onnx_runtime_within_1e_5() {
-    let infra = Infra::new().await;
-    let app = App::spawn(
+    let infra = rig().await;
+    let app = spawn(
         &infra,
         &[
             ("MODEL_PATH", &torch_model()),
@@ -27,12 +29,12 @@ async fn single_and_batch_predictions_equal_onnx_runtime_within_1e_5() {
     let futures = e.inputs.iter().enumerate().map(|(i, row)| {
         let app = &app;
         async move {
-            let r = app
-                .post_json(
-                    "/v1/predict",
-                    &json!({"game_id": format!("g{i}"), "features": row}),
-                )
-                .await;
+            let r = post_json(
+                app,
+                "/v1/predict",
+                &json!({"game_id": format!("g{i}"), "features": row}),
+            )
+            .await;
             assert_eq!(r.status(), 200);
             r.json::<serde_json::Value>().await.unwrap()
         }
@@ -55,9 +57,7 @@ async fn single_and_batch_predictions_equal_onnx_runtime_within_1e_5() {
         .iter()
         .map(|row| json!({"features": row}))
         .collect();
-    let r = app
-        .post_json("/v1/predict/batch", &json!({"items": items}))
-        .await;
+    let r = post_json(&app, "/v1/predict/batch", &json!({"items": items})).await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     let results = body["results"].as_array().unwrap();
@@ -73,10 +73,10 @@ async fn single_and_batch_predictions_equal_onnx_runtime_within_1e_5() {
 /// and body of the answer. (An HTTP client that insists on writing the whole
 /// body fails with a broken pipe when the server answers early and closes,
 /// as it should.)
-async fn oversized_post(app: &App, len: usize) -> (u16, String) {
+async fn oversized_post(app: &Spawned, len: usize) -> (u16, String) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let addr = app.addr;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
     );
@@ -122,8 +122,8 @@ async fn error_code(r: reqwest::Response) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_request_gets_a_clear_json_error() {
-    let infra = Infra::new().await;
-    let app = App::spawn(
+    let infra = rig().await;
+    let app = spawn(
         &infra,
         &[
             ("MODEL_PATH", &torch_model()),
@@ -197,28 +197,20 @@ async fn every_bad_request_gets_a_clear_json_error() {
     );
     // Batches: empty, too many, one bad item (named by index).
     assert_eq!(
-        error_code(
-            app.post_json("/v1/predict/batch", &json!({"items": []}))
-                .await
-        )
-        .await,
+        error_code(post_json(&app, "/v1/predict/batch", &json!({"items": []})).await).await,
         (400, "empty_batch".into())
     );
     let many: Vec<_> = (0..11).map(|_| json!({"features": vec![0.0; 8]})).collect();
     assert_eq!(
-        error_code(
-            app.post_json("/v1/predict/batch", &json!({"items": many}))
-                .await
-        )
-        .await,
+        error_code(post_json(&app, "/v1/predict/batch", &json!({"items": many})).await).await,
         (400, "too_many_items".into())
     );
-    let r = app
-        .post_json(
-            "/v1/predict/batch",
-            &json!({"items": [{"features": vec![0.0; 8]}, {"features": vec![0.0; 3]}]}),
-        )
-        .await;
+    let r = post_json(
+        &app,
+        "/v1/predict/batch",
+        &json!({"items": [{"features": vec![0.0; 8]}, {"features": vec![0.0; 3]}]}),
+    )
+    .await;
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(
         body["error"]["message"]
@@ -249,9 +241,9 @@ async fn every_bad_request_gets_a_clear_json_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_concurrent_requests_on_a_tiny_queue_shed_load_and_answer_the_rest_right() {
-    let infra = Infra::new().await;
+    let infra = rig().await;
     let app = Arc::new(
-        App::spawn(
+        spawn(
             &infra,
             &[
                 ("MODEL_PATH", &torch_model()),
@@ -268,9 +260,7 @@ async fn five_thousand_concurrent_requests_on_a_tiny_queue_shed_load_and_answer_
         let (app, e) = (app.clone(), e.clone());
         tasks.push(tokio::spawn(async move {
             let row = &e.inputs[i % 64];
-            let r = app
-                .post_json("/v1/predict", &json!({"features": row}))
-                .await;
+            let r = post_json(&app, "/v1/predict", &json!({"features": row})).await;
             let status = r.status().as_u16();
             if status == 200 {
                 let p = r.json::<serde_json::Value>().await.unwrap()["home_win_prob"]
@@ -302,9 +292,9 @@ async fn five_thousand_concurrent_requests_on_a_tiny_queue_shed_load_and_answer_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_on_a_token_is_required() {
-    let infra = Infra::new().await;
+    let infra = rig().await;
     let secret = "0123456789abcdef0123456789abcdef";
-    let app = App::spawn(
+    let app = spawn(
         &infra,
         &[
             ("MODEL_PATH", &torch_model()),
@@ -315,7 +305,7 @@ async fn with_auth_on_a_token_is_required() {
     )
     .await;
     let body = json!({"features": vec![0.0; 8]});
-    assert_eq!(app.post_json("/v1/predict", &body).await.status(), 401);
+    assert_eq!(post_json(&app, "/v1/predict", &body).await.status(), 401);
     let auth =
         fantasy_http::auth::Authenticator::new(&fantasy_http::AuthConfig::with_secret(secret));
     let token = auth
@@ -350,8 +340,8 @@ async fn with_auth_on_a_token_is_required() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_model_ready_and_metrics_describe_the_service() {
-    let infra = Infra::new().await;
-    let app = App::spawn(
+    let infra = rig().await;
+    let app = spawn(
         &infra,
         &[
             (
@@ -362,15 +352,7 @@ async fn active_model_ready_and_metrics_describe_the_service() {
         ],
     )
     .await;
-    let info: serde_json::Value = app
-        .http
-        .get(app.url("/v1/models/active"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = app.get_json("/v1/models/active").await;
     assert_eq!(info["version"], "skl-1");
     assert_eq!(info["n_features"], 8);
     assert_eq!(info["feature_set"], "fixture-v1");
@@ -399,17 +381,8 @@ async fn active_model_ready_and_metrics_describe_the_service() {
         ]
     );
 
-    app.post_json("/v1/predict", &json!({"features": vec![0.0; 8]}))
-        .await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    post_json(&app, "/v1/predict", &json!({"features": vec![0.0; 8]})).await;
+    let text = app.get_text("/metrics").await;
     assert!(
         text.contains(
             r#"predictor_http_requests_total{route="/v1/predict",method="POST",status="200"}"#

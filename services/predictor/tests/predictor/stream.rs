@@ -1,35 +1,37 @@
 //! The games -> predictions stream.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fantasy_cache::{Cache, RedisConfig};
-use fantasy_kafka::{Consumer, ConsumerOptions, Handler, Producer, Record};
+use fantasy_kafka::{KafkaConfig, Producer};
 use fantasy_messages::testing::game;
-use fantasy_messages::{Game, GameStatus, Prediction};
-use tokio_util::sync::CancellationToken;
+use fantasy_messages::{Game, GameStatus, Prediction, Topic};
+use fantasy_testkit::{Spawned, TopicReader, eventually, read_all, wait_caught_up};
 
-use crate::support::{App, Infra, eventually, fixture};
+use crate::support::{Infra, fixture, post_json, rig, spawn};
 
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<Record<Prediction>>>>);
+/// The predictor's consumer group on `games` (`PREDICTOR_GROUP`'s default).
+const GROUP: &str = "predictor";
 
-impl Handler<Prediction> for Collect {
-    async fn handle(&mut self, batch: &[Record<Prediction>]) -> anyhow::Result<()> {
-        self.0.lock().unwrap().extend(batch.iter().cloned());
-        Ok(())
-    }
+/// Partitions of each topic (the rig's).
+const PARTITIONS: usize = 8;
+
+/// A game the fixture model predicts.
+fn forecastable(id: &str) -> Game {
+    let mut g = game(id);
+    g.features = vec![0.0; 8];
+    g.feature_set = "fixture-v1".into();
+    g
 }
 
 fn games(n: usize) -> Vec<Game> {
     (0..n)
         .map(|i| {
-            let mut g = game(&format!("s-{i}"));
+            let mut g = forecastable(&format!("s-{i}"));
             g.features = (0..8)
                 .map(|j| ((i * 8 + j) % 13) as f32 / 7.0 - 0.9)
                 .collect();
-            g.feature_set = "fixture-v1".into();
             if i % 10 == 9 {
                 g.status = GameStatus::Final;
             }
@@ -45,56 +47,76 @@ async fn predictions_in_db(infra: &Infra) -> i64 {
         .unwrap()
 }
 
-/// The predictor with the fixture model, and a reader of the predictions
-/// topic (as the fanout reads it).
-async fn start(
-    infra: &Infra,
-) -> (
-    App,
-    Collect,
-    CancellationToken,
-    tokio::task::JoinHandle<Result<fantasy_kafka::RunSummary, fantasy_kafka::ConsumerError>>,
-) {
+/// The predictor with the fixture model and the infra's settings plus
+/// `extra`.
+async fn start(infra: &Infra, extra: &[(&str, &str)]) -> Spawned {
     let model = fixture("mlp_torch.onnx").display().to_string();
-    let app = App::spawn(infra, &[("MODEL_PATH", &model)]).await;
-    let collected = Collect::default();
-    let mut opts = ConsumerOptions::new("fanout-test", [infra.kafka.topics().predictions]);
-    opts.session_timeout = Duration::from_secs(4);
-    let reader = Consumer::<Prediction>::new(&infra.kafka, opts).unwrap();
-    let stop = CancellationToken::new();
-    let reader = tokio::spawn(reader.run(collected.clone(), stop.clone()));
-    (app, collected, stop, reader)
+    let mut env = vec![("MODEL_PATH", model.as_str())];
+    env.extend_from_slice(extra);
+    spawn(infra, &env).await
+}
+
+/// `GET /ready`: the status and the body.
+async fn ready(app: &Spawned) -> (u16, serde_json::Value) {
+    let r = app.http.get(app.url("/ready")).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// The names of the checks that fail in a `/ready` body.
+fn failing(body: &serde_json::Value) -> Vec<&str> {
+    body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
+/// Games on every partition of `games`; once the group has handled them all
+/// (see [`wait_caught_up`]), the predictor has read every partition past
+/// what came before. Returns how many it took.
+async fn publish_markers(producer: &Producer) -> usize {
+    let mut partitions = HashSet::new();
+    let mut n = 0;
+    while partitions.len() < PARTITIONS {
+        let (partition, _) = producer
+            .publish(&forecastable(&format!("marker-{n}")))
+            .await
+            .unwrap();
+        partitions.insert(partition);
+        n += 1;
+    }
+    n
+}
+
+async fn caught_up(kafka: &KafkaConfig) {
+    wait_caught_up(kafka, GROUP, &[Topic::Games], Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn games_become_predictions_in_postgres_redis_and_kafka_and_redelivery_adds_no_rows() {
-    let infra = Infra::new().await;
-    let (app, collected, stop, reader) = start(&infra).await;
+    let infra = rig().await;
+    let kafka = &infra.kafka.config;
+    let app = start(&infra, &[]).await;
+    let announced = TopicReader::<Prediction>::open(kafka).await;
 
-    let producer = Producer::new(&infra.kafka).unwrap();
+    let producer = infra.kafka.producer();
     let sent = games(200);
     producer.publish_batch(&sent).await.unwrap();
     // 20 of them are final: no forecast for those.
-    eventually(
-        "180 predictions on Kafka",
-        Duration::from_secs(60),
-        || async { collected.0.lock().unwrap().len() >= 180 },
-    )
-    .await;
+    let records = announced.take(180, Duration::from_secs(60)).await;
+    assert_eq!(records.len(), 180, "predictions on Kafka");
     eventually("180 rows in Postgres", Duration::from_secs(10), || async {
         predictions_in_db(&infra).await == 180
     })
     .await;
 
-    let records = collected.0.lock().unwrap().clone();
-    let ids: HashSet<_> = records.iter().map(|r| r.value.game_id.clone()).collect();
+    let ids: HashSet<_> = records.iter().map(|p| p.game_id.clone()).collect();
     assert_eq!(ids.len(), 180);
     assert!(!ids.contains("s-9"), "final games get no prediction");
-    let p = &records
-        .iter()
-        .find(|r| r.value.game_id == "s-0")
-        .unwrap()
-        .value;
+    let p = records.iter().find(|p| p.game_id == "s-0").unwrap();
     assert_eq!(p.model_version, "torch-1");
     assert_eq!(p.event_produced_at, Some(sent[0].produced_at));
     assert_eq!(p.home_team, "BOS");
@@ -112,98 +134,63 @@ async fn games_become_predictions_in_postgres_redis_and_kafka_and_redelivery_add
             .home_win_prob,
         p.home_win_prob
     );
-    let rest: serde_json::Value = app
-        .http
-        .get(app.url("/v1/predictions/s-0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rest = app.get_json("/v1/predictions/s-0").await;
     assert_eq!(
         rest["home_win_prob"].as_f64().unwrap() as f32,
         p.home_win_prob
     );
-    let direct: serde_json::Value = app
-        .post_json(
-            "/v1/predict",
-            &serde_json::json!({"features": sent[0].features}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let direct: serde_json::Value = post_json(
+        &app,
+        "/v1/predict",
+        &serde_json::json!({"features": sent[0].features}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(
         direct["home_win_prob"].as_f64().unwrap() as f32,
         p.home_win_prob
     );
 
-    // Redelivered events (as after a crash before commit): no new rows.
+    // Redelivered events (as after a crash before commit): announced again,
+    // no new rows once the group has handled them.
     producer.publish_batch(&sent[..50]).await.unwrap();
-    eventually(
-        "the redelivered 45 handled",
-        Duration::from_secs(30),
-        || async { collected.0.lock().unwrap().len() >= 225 },
-    )
-    .await;
+    assert_eq!(
+        announced.take(45, Duration::from_secs(30)).await.len(),
+        45,
+        "the redelivered 45 handled"
+    );
+    caught_up(kafka).await;
     assert_eq!(predictions_in_db(&infra).await, 180);
 
     // Undecodable events are skipped without stalling the stream.
     producer
-        .send_bytes(&infra.kafka.topics().games, Some(b"x"), b"{broken", None)
+        .send_bytes(&kafka.topics().games, Some(b"x"), b"{broken", None)
         .await
         .unwrap();
-    let mut late = game("late");
-    late.features = vec![0.0; 8];
-    late.feature_set = "fixture-v1".into();
-    producer.publish(&late).await.unwrap();
-    eventually(
-        "the event after the poison one",
-        Duration::from_secs(30),
-        || async {
-            collected
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|r| r.value.game_id == "late")
-        },
-    )
-    .await;
-
-    stop.cancel();
-    reader.await.unwrap().unwrap();
+    producer.publish(&forecastable("late")).await.unwrap();
+    let after = announced.take(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        after.iter().map(|p| p.game_id.as_str()).collect::<Vec<_>>(),
+        ["late"],
+        "the event after the poison one"
+    );
     app.stop().await.unwrap();
 
     // Offsets were committed: a restarted predictor in the same group does
-    // not redo the work.
-    let model = fixture("mlp_torch.onnx").display().to_string();
-    let app = App::spawn(&infra, &[("MODEL_PATH", &model)]).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let handled_again = text
-        .lines()
-        .find(|l| l.starts_with("predictor_stream_predictions_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    // The metric is process-wide: the first app's 180 + 45 + 1 are there,
-    // and nothing more.
+    // not redo the work. Once it has handled markers on every partition,
+    // all it announced is on the topic: the markers, nothing more.
+    let before = read_all::<Prediction>(kafka).await.len();
+    let app = start(&infra, &[]).await;
+    let markers = publish_markers(&producer).await;
+    caught_up(kafka).await;
+    app.stop().await.unwrap();
     assert_eq!(
-        handled_again, 226.0,
+        read_all::<Prediction>(kafka).await.len(),
+        before + markers,
         "events were handled again after the restart"
     );
-    app.stop().await.unwrap();
-    infra.db.drop_database().await.unwrap();
 }
 
 /// A sink that fails for a while (Postgres: its table renamed away) holds
@@ -218,30 +205,43 @@ async fn games_become_predictions_in_postgres_redis_and_kafka_and_redelivery_add
 /// the rest back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sink_is_retried_without_announcing_twice() {
-    let infra = Infra::new().await;
-    let (app, collected, stop, reader) = start(&infra).await;
+    let infra = rig().await;
+    let kafka = &infra.kafka.config;
+    // A stream held for a second shows on /ready.
+    let app = start(&infra, &[("KAFKA_STALL_AFTER", "1s")]).await;
+    let announced = TopicReader::<Prediction>::open(kafka).await;
 
     let pool = infra.db.db.pool();
     sqlx::query("ALTER TABLE predictions RENAME TO predictions_away")
         .execute(pool)
         .await
         .unwrap();
-    let producer = Producer::new(&infra.kafka).unwrap();
+    let producer = infra.kafka.producer();
     // 18 of 20 get a prediction (two are final), 9 of each half.
     let sent = games(20);
-    let announced = || collected.0.lock().unwrap().len();
     producer.publish_batch(&sent[..10]).await.unwrap();
+    assert!(
+        !announced.take(1, Duration::from_secs(60)).await.is_empty(),
+        "the first batch's predictions on Kafka"
+    );
+    producer.publish_batch(&sent[10..]).await.unwrap();
+    // The first batch's retries fail (backoff from 100 ms) and the second
+    // waits behind it: the predictor's own /ready says its games stream has
+    // not moved for the stall time.
     eventually(
-        "the first batch's predictions on Kafka",
-        Duration::from_secs(60),
-        || async { announced() > 0 },
+        "the games stream held (on /ready)",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = ready(&app).await;
+            if status == 503 && failing(&body).contains(&"games stream") {
+                Ok(())
+            } else {
+                Err((status, body))
+            }
+        },
     )
     .await;
-    producer.publish_batch(&sent[10..]).await.unwrap();
-    // Several retries of the first batch fail meanwhile (backoff from
-    // 100 ms), and the second waits behind it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let held = announced();
+    let held = read_all::<Prediction>(kafka).await.len();
     assert!(
         (1..=9).contains(&held),
         "{held} announced while the first batch was held"
@@ -259,22 +259,12 @@ async fn a_failing_sink_is_retried_without_announcing_twice() {
         predictions_in_db(&infra).await == 18
     })
     .await;
-    eventually(
-        "18 predictions on Kafka",
-        Duration::from_secs(30),
-        || async { announced() >= 18 },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (total, distinct) = {
-        let records = collected.0.lock().unwrap();
-        let games: HashSet<&str> = records.iter().map(|r| r.value.game_id.as_str()).collect();
-        (records.len(), games.len())
-    };
-    assert_eq!((total, distinct), (18, 18), "announced again");
-
-    stop.cancel();
-    reader.await.unwrap().unwrap();
+    // Every batch handled (all three sinks took it): all it announced is on
+    // the topic.
+    caught_up(kafka).await;
+    let records = read_all::<Prediction>(kafka).await;
+    let games: HashSet<&str> = records.iter().map(|p| p.game_id.as_str()).collect();
+    assert_eq!((records.len(), games.len()), (18, 18), "announced again");
     app.stop().await.unwrap();
 }
 
@@ -283,21 +273,10 @@ async fn a_failing_sink_is_retried_without_announcing_twice() {
 /// ready again once the stream moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_does_not_move_makes_it_unready_until_it_moves() {
-    let infra = Infra::new().await;
-    let model = fixture("mlp_torch.onnx").display().to_string();
-    let app = App::spawn(
-        &infra,
-        &[("MODEL_PATH", &model), ("KAFKA_STALL_AFTER", "2s")],
-    )
-    .await;
-    let ready = || async {
-        let r = app.http.get(app.url("/ready")).send().await.unwrap();
-        let status = r.status().as_u16();
-        let body: serde_json::Value = r.json().await.unwrap();
-        (status, body)
-    };
+    let infra = rig().await;
+    let app = start(&infra, &[("KAFKA_STALL_AFTER", "2s")]).await;
     eventually("ready", Duration::from_secs(30), || async {
-        ready().await.0 == 200
+        ready(&app).await.0 == 200
     })
     .await;
 
@@ -306,20 +285,15 @@ async fn a_stream_that_does_not_move_makes_it_unready_until_it_moves() {
         .execute(pool)
         .await
         .unwrap();
-    let producer = Producer::new(&infra.kafka).unwrap();
+    let producer = infra.kafka.producer();
     producer.publish_batch(&games(10)).await.unwrap();
     eventually("not ready", Duration::from_secs(30), || async {
-        ready().await.0 == 503
+        ready(&app).await.0 == 503
     })
     .await;
-    let (_, body) = ready().await;
+    let (_, body) = ready(&app).await;
+    assert_eq!(failing(&body), ["games stream"], "{body}");
     let checks = body["checks"].as_array().unwrap();
-    let failed: Vec<&str> = checks
-        .iter()
-        .filter(|c| c["ok"] == false)
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(failed, ["games stream"], "{body}");
     let why = checks.iter().find(|c| c["name"] == "games stream").unwrap()["error"]
         .as_str()
         .unwrap()
@@ -331,7 +305,7 @@ async fn a_stream_that_does_not_move_makes_it_unready_until_it_moves() {
         .await
         .unwrap();
     eventually("ready again", Duration::from_secs(30), || async {
-        ready().await.0 == 200
+        ready(&app).await.0 == 200
     })
     .await;
     assert_eq!(predictions_in_db(&infra).await, 9);

@@ -11,7 +11,10 @@ use fantasy_model::export::{ExportMeta, to_onnx};
 use fantasy_registry::{ModelRecord, ModelStore, Registry};
 use serde_json::Value;
 
-use crate::support::{App, Infra, token};
+use fantasy_messages::{ModelMetrics, ModelPublished};
+use fantasy_testkit::read_all;
+
+use crate::support::{Infra, call, call_as, spawn, token};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -46,7 +49,7 @@ async fn scores_are_exact_and_redelivery_bad_outcomes_change_nothing() {
         old.evaluated_at = chrono::Utc::now() - chrono::Duration::days(days);
         infra.db.db.insert_model_metrics(&old).await.unwrap();
     }
-    let app = App::spawn(
+    let app = spawn(
         &infra,
         &[("TRAIN_BOOTSTRAP", "false"), ("METRICS_RETENTION", "720h")],
     )
@@ -78,15 +81,19 @@ async fn scores_are_exact_and_redelivery_bad_outcomes_change_nothing() {
     assert!((accuracy - 0.75).abs() < 1e-9, "{accuracy}");
     assert!((brier - 0.185).abs() < 1e-6, "{brier}");
     assert!((log_loss - expected_ll).abs() < 1e-6, "{log_loss}");
-    let announced = infra.read(Topic::Metrics, Duration::from_secs(2)).await;
+    // Stored, then announced: every batch handled, the scores are on the
+    // topic.
+    infra.caught_up(Topic::Predictions).await;
+    infra.caught_up(Topic::Outcomes).await;
+    let announced = read_all::<ModelMetrics>(&infra.kafka.config).await;
     let last = announced
         .iter()
         .rev()
-        .find(|m| m["model_version"] == "v-eval")
+        .find(|m| m.model_version == "v-eval")
         .expect("scores on `metrics`");
-    assert_eq!(last["count"], 4);
-    assert_eq!(last["window"], 500);
-    assert!(!last["calibration"].as_array().unwrap().is_empty());
+    assert_eq!(last.count, 4);
+    assert_eq!(last.window, 500);
+    assert!(!last.calibration.is_empty());
     // The 60-day-old row is purged after the evaluation, the latest kept.
     let retired = infra
         .wait_for("old evaluations purged", WAIT, || async {
@@ -108,45 +115,39 @@ async fn scores_are_exact_and_redelivery_bad_outcomes_change_nothing() {
     infra
         .publish(&[testing::outcome("g1"), testing::outcome("ghost")])
         .await;
-    infra
-        .wait_for("the unknown game to be counted", WAIT, || async {
-            let m = app.metrics().await;
-            m.lines()
-                .any(|l| l.starts_with("trainer_outcomes_total{kind=\"unknown_game\"} 1"))
-                .then_some(())
-        })
-        .await;
-    let m = app.metrics().await;
-    assert!(
-        m.lines().any(
-            |l| l.starts_with("trainer_outcomes_total{kind=\"duplicate\"}") && !l.ends_with(" 0")
-        ),
-        "{m}"
-    );
+    // Once the trainer has handled them all: the repeats added no outcome,
+    // the unknown game's is kept (the game may come later).
+    infra.caught_up(Topic::Predictions).await;
+    infra.caught_up(Topic::Outcomes).await;
+    let outcomes: Vec<String> = sqlx::query_scalar("SELECT game_id FROM outcomes ORDER BY game_id")
+        .fetch_all(infra.db.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(outcomes, ["g1", "g2", "g3", "g4", "ghost"]);
     let again = stored_scores(&infra, "v-eval").await.unwrap();
     assert_eq!(again.0, 4);
     assert!((again.1 - accuracy).abs() < 1e-12 && (again.2 - brier).abs() < 1e-12);
     assert!((again.3 - log_loss).abs() < 1e-12);
-    app.stop().await;
+    app.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_model_is_bootstrapped_announced_and_loadable_and_a_tampered_one_refused() {
     let infra = Infra::new().await;
     infra.insert_history(11, 60).await;
-    let app = App::spawn(&infra, &[]).await;
+    let app = spawn(&infra, &[]).await;
     let version = infra
         .wait_for("a bootstrapped model", WAIT, || infra.active())
         .await;
 
-    let (status, body) = app.call("GET", &format!("/v1/models/{version}")).await;
+    let (status, body) = call(&app, "GET", &format!("/v1/models/{version}")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "active");
     assert_eq!(body["feature_set"], FEATURE_SET);
     assert!(body["metrics"]["n_holdout"].as_u64().unwrap() > 0);
     // The first version has nothing before it: the registry's refusal is a
     // 409 with its code, and the version stays active.
-    let (status, refused) = app.call("POST", "/v1/rollback").await;
+    let (status, refused) = call(&app, "POST", "/v1/rollback").await;
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["code"], "nothing_to_roll_back");
     assert_eq!(infra.active().await.as_deref(), Some(version.as_str()));
@@ -154,7 +155,7 @@ async fn the_first_model_is_bootstrapped_announced_and_loadable_and_a_tampered_o
     // row finished: wait for the row.
     let runs = infra
         .wait_for("the bootstrap run to finish", WAIT, || async {
-            let (_, runs) = app.call("GET", "/v1/runs").await;
+            let (_, runs) = call(&app, "GET", "/v1/runs").await;
             (runs["runs"][0]["status"] != "running").then_some(runs)
         })
         .await;
@@ -168,11 +169,11 @@ async fn the_first_model_is_bootstrapped_announced_and_loadable_and_a_tampered_o
             < 1e-5
     );
 
-    let announced = infra.read(Topic::Models, Duration::from_secs(2)).await;
+    let announced = read_all::<ModelPublished>(&infra.kafka.config).await;
     let last = announced.last().expect("an announcement on `models`");
-    assert_eq!(last["version"], version.as_str());
-    assert_eq!(last["status"], "active");
-    assert_eq!(last["sha256"], body["sha256"]);
+    assert_eq!(last.version, version);
+    assert_eq!(last.status, ModelStatus::Active);
+    assert_eq!(last.sha256, body["sha256"].as_str().unwrap());
 
     // The predictor's loader takes it from the registry and checks it.
     let runtime = Runtime::get(None).unwrap();
@@ -198,14 +199,14 @@ async fn the_first_model_is_bootstrapped_announced_and_loadable_and_a_tampered_o
         panic!("a tampered artifact was loaded");
     };
     assert!(err.to_string().contains("refusing"), "{err:#}");
-    app.stop().await;
+    app.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_in_accuracy_fires_one_retrain_and_the_cool_down_holds() {
     let infra = Infra::new().await;
     let (games, outcomes) = infra.insert_history(12, 60).await;
-    let app = App::spawn(&infra, &[]).await;
+    let app = spawn(&infra, &[]).await;
     let v1 = infra
         .wait_for("a bootstrapped model", WAIT, || infra.active())
         .await;
@@ -236,25 +237,22 @@ async fn a_drop_in_accuracy_fires_one_retrain_and_the_cool_down_holds() {
             (accuracy_runs().await >= 1).then_some(())
         })
         .await;
-    // Later drops within the cool-down are counted, not trained on.
+    // Later drops within the cool-down are not trained on: each batch is
+    // scored (the trainer's group has handled it), its drop asks for a
+    // retrain, the cool-down holds it.
     for batch in batches.take(3) {
         infra.publish(&batch).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        infra.caught_up(Topic::Predictions).await;
     }
-    infra
-        .wait_for("suppressed triggers", WAIT, || async {
-            app.metrics()
-                .await
-                .contains("trainer_triggers_suppressed_total{reason=\"accuracy\"}")
-                .then_some(())
-        })
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The training loop takes requests in order: once it has taken one
+    // from the API (answered, or still running: 202), it has dealt with
+    // those the drops made.
+    let (status, report) = call(&app, "POST", "/v1/train").await;
+    assert!(matches!(status, 200 | 202), "{status} {report}");
     assert_eq!(accuracy_runs().await, 1);
-
     // Same history, same model: not better by the margin, so rejected, and
     // the active version stays.
-    let (_, runs) = app.call("GET", "/v1/runs").await;
+    let (_, runs) = call(&app, "GET", "/v1/runs").await;
     let run = runs["runs"]
         .as_array()
         .unwrap()
@@ -264,11 +262,11 @@ async fn a_drop_in_accuracy_fires_one_retrain_and_the_cool_down_holds() {
         .clone();
     assert_eq!(run["status"], "rejected", "{run}");
     let rejected = run["candidate_version"].as_str().unwrap();
-    let (_, body) = app.call("GET", &format!("/v1/models/{rejected}")).await;
+    let (_, body) = call(&app, "GET", &format!("/v1/models/{rejected}")).await;
     assert_eq!(body["status"], "rejected");
     assert!(body["metrics"]["log_loss"].as_f64().unwrap() > 0.0);
     assert_eq!(infra.active().await.as_deref(), Some(v1.as_str()));
-    app.stop().await;
+    app.stop().await.unwrap();
 }
 
 /// An active model that has everything backwards.
@@ -331,19 +329,19 @@ async fn a_better_candidate_is_promoted_rollback_restores_and_the_api_wants_an_a
     .await
     .unwrap();
     let bad = install_bad_model(&infra).await;
-    let app = App::spawn(&infra, &[("TRAIN_BOOTSTRAP", "false")]).await;
+    let app = spawn(&infra, &[("TRAIN_BOOTSTRAP", "false")]).await;
 
-    assert_eq!(app.call_as("POST", "/v1/train", None).await.0, 401);
-    let (status, body) = app.call_as("POST", "/v1/train", Some(&token(false))).await;
+    assert_eq!(call_as(&app, "POST", "/v1/train", None).await.0, 401);
+    let (status, body) = call_as(&app, "POST", "/v1/train", Some(&token(false))).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(
-        app.call_as("GET", "/v1/models", Some(&token(false)))
+        call_as(&app, "GET", "/v1/models", Some(&token(false)))
             .await
             .0,
         403
     );
 
-    let (status, report) = app.call("POST", "/v1/train").await;
+    let (status, report) = call(&app, "POST", "/v1/train").await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["decision"], "promoted");
     assert_eq!(report["skipped_rows"], 10);
@@ -353,22 +351,22 @@ async fn a_better_candidate_is_promoted_rollback_restores_and_the_api_wants_an_a
     assert!(candidate_ll < active_ll, "{report}");
     let new = report["version"].as_str().unwrap().to_owned();
     assert_eq!(infra.active().await.as_deref(), Some(new.as_str()));
-    let announced = infra.read(Topic::Models, Duration::from_secs(2)).await;
-    assert_eq!(announced.last().unwrap()["version"], new.as_str());
+    let announced = read_all::<ModelPublished>(&infra.kafka.config).await;
+    assert_eq!(announced.last().unwrap().version, new);
 
     // Roll back: the bad one serves again, announced.
-    let (status, body) = app.call("POST", "/v1/rollback").await;
+    let (status, body) = call(&app, "POST", "/v1/rollback").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["version"], bad.as_str());
     assert_eq!(infra.active().await.as_deref(), Some(bad.as_str()));
-    let announced = infra.read(Topic::Models, Duration::from_secs(2)).await;
-    assert_eq!(announced.last().unwrap()["version"], bad.as_str());
+    let announced = read_all::<ModelPublished>(&infra.kafka.config).await;
+    assert_eq!(announced.last().unwrap().version, bad);
 
     // And forward again by hand.
-    let (status, body) = app.call("POST", &format!("/v1/models/{new}/promote")).await;
+    let (status, body) = call(&app, "POST", &format!("/v1/models/{new}/promote")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(infra.active().await.as_deref(), Some(new.as_str()));
-    let (_, list) = app.call("GET", "/v1/models").await;
+    let (_, list) = call(&app, "GET", "/v1/models").await;
     let statuses: Vec<(Value, Value)> = list["models"]
         .as_array()
         .unwrap()
@@ -378,7 +376,7 @@ async fn a_better_candidate_is_promoted_rollback_restores_and_the_api_wants_an_a
     assert!(statuses.contains(&(Value::from(new.as_str()), Value::from("active"))));
     assert!(statuses.contains(&(Value::from(bad.as_str()), Value::from("retired"))));
     // The info gauge says which one is active now: 1 for it alone.
-    let m = app.metrics().await;
+    let m = app.get_text("/metrics").await;
     let info = |version: &str| {
         m.lines()
             .find(|l| {
@@ -390,15 +388,15 @@ async fn a_better_candidate_is_promoted_rollback_restores_and_the_api_wants_an_a
     };
     assert_eq!(info(&new).as_deref(), Some("1"), "{m}");
     assert_eq!(info(&bad).as_deref(), Some("0"), "{m}");
-    assert_eq!(app.call("POST", "/v1/models/nope/promote").await.0, 404);
-    app.stop().await;
+    assert_eq!(call(&app, "POST", "/v1/models/nope/promote").await.0, 404);
+    app.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enough_new_outcomes_fire_a_retrain_and_repeats_do_not_count() {
     let infra = Infra::new().await;
     infra.insert_history(14, 60).await;
-    let app = App::spawn(
+    let app = spawn(
         &infra,
         &[("RETRAIN_EVERY_OUTCOMES", "50"), ("RETRAIN_COOLDOWN", "0s")],
     )
@@ -420,16 +418,8 @@ async fn enough_new_outcomes_fire_a_retrain_and_repeats_do_not_count() {
         .collect();
     infra.publish(&first).await;
     infra.publish(&first).await;
-    infra
-        .wait_for("the repeats to be counted", WAIT, || async {
-            app.metrics()
-                .await
-                .lines()
-                .any(|l| l == "trainer_outcomes_total{kind=\"duplicate\"} 40")
-                .then_some(())
-        })
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Handled, all 80: 40 new so far.
+    infra.caught_up(Topic::Outcomes).await;
     assert_eq!(outcome_runs().await, 0);
     // Ten more make 50: one retrain.
     let more: Vec<_> = (40..50)
@@ -441,7 +431,16 @@ async fn enough_new_outcomes_fire_a_retrain_and_repeats_do_not_count() {
             (outcome_runs().await == 1).then_some(())
         })
         .await;
-    app.stop().await;
+    // It is the first, and it counted 50: the repeats did not count (they
+    // would have made 80 before the last ten came, and fired then).
+    let detail: serde_json::Value = sqlx::query_scalar(
+        "SELECT details->'detail' FROM training_runs WHERE trigger = 'outcomes'",
+    )
+    .fetch_one(infra.db.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(detail, "50 new outcomes");
+    app.stop().await.unwrap();
 }
 
 /// A run that outlasts nine tenths of `REQUEST_TIMEOUT` is answered 202
@@ -451,7 +450,7 @@ async fn enough_new_outcomes_fire_a_retrain_and_repeats_do_not_count() {
 async fn a_training_longer_than_the_request_timeout_is_answered_202_and_goes_on() {
     let infra = Infra::new().await;
     infra.insert_history(15, 60).await;
-    let app = App::spawn(
+    let app = spawn(
         &infra,
         &[("TRAIN_BOOTSTRAP", "false"), ("REQUEST_TIMEOUT", "1s")],
     )
@@ -465,7 +464,7 @@ async fn a_training_longer_than_the_request_timeout_is_answered_202_and_goes_on(
         .await
         .unwrap();
     let asked = std::time::Instant::now();
-    let (status, body) = app.call("POST", "/v1/train").await;
+    let (status, body) = call(&app, "POST", "/v1/train").await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["status"], "running");
     assert!(
@@ -474,8 +473,8 @@ async fn a_training_longer_than_the_request_timeout_is_answered_202_and_goes_on(
         asked.elapsed()
     );
     // Still running: a second request is refused, and the runs read fine.
-    assert_eq!(app.call("POST", "/v1/train").await.0, 409);
-    assert_eq!(app.call("GET", "/v1/runs").await.0, 200);
+    assert_eq!(call(&app, "POST", "/v1/train").await.0, 409);
+    assert_eq!(call(&app, "GET", "/v1/runs").await.0, 200);
     lock.commit().await.unwrap();
 
     let ended = infra
@@ -492,21 +491,21 @@ async fn a_training_longer_than_the_request_timeout_is_answered_202_and_goes_on(
     // No model was active: the first candidate is promoted.
     assert_eq!(ended, "promoted");
     assert!(infra.active().await.is_some());
-    app.stop().await;
+    app.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_training_answers_500_without_its_cause_and_records_it() {
     let infra = Infra::new().await;
     infra.insert_history(15, 60).await;
-    let app = App::spawn(&infra, &[("TRAIN_BOOTSTRAP", "false")]).await;
+    let app = spawn(&infra, &[("TRAIN_BOOTSTRAP", "false")]).await;
     // The model store's directory becomes a file: storing the artifact
     // fails (as root too) after the model is trained.
     let store = infra.store.path().to_owned();
     std::fs::remove_dir_all(&store).unwrap();
     std::fs::write(&store, b"not a directory").unwrap();
 
-    let (status, body) = app.call("POST", "/v1/train").await;
+    let (status, body) = call(&app, "POST", "/v1/train").await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"]["code"], "training_failed");
     let message = body["error"]["message"].as_str().unwrap();
@@ -526,5 +525,5 @@ async fn a_failed_training_answers_500_without_its_cause_and_records_it() {
         details["error"].as_str().unwrap().contains(store_name),
         "{details}"
     );
-    app.stop().await;
+    app.stop().await.unwrap();
 }
