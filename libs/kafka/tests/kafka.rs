@@ -793,7 +793,9 @@ async fn each_member_answers_for_the_partitions_it_holds() {
     cfg.stall_after = Duration::from_secs(2);
     // Two partitions, three members: one holds partition 0 and cannot
     // handle it, one holds partition 1 and keeps up, one holds nothing.
-    let topic = topic_with_games(&broker, &cfg, 2, 20).await;
+    // The games come once the group has formed: a member stuck on its
+    // batch does not poll, so it could not take part in a later rebalance.
+    let topic = topic_with_games(&broker, &cfg, 2, 0).await;
     let group = group();
     let mut members = Vec::new();
     for _ in 0..3 {
@@ -811,6 +813,15 @@ async fn each_member_answers_for_the_partitions_it_holds() {
         };
         let task = tokio::spawn(async move { consumer.run(handler, token).await.unwrap() });
         members.push((watch, probe, shutdown, task));
+    }
+    eventually("the group to form", Duration::from_secs(30), || {
+        let held: usize = members.iter().map(|m| m.1.assignment().len()).sum();
+        held == 2 && members.iter().all(|m| m.1.settled_for().is_some())
+    })
+    .await;
+    let producer = Producer::new(&cfg).unwrap();
+    for g in games(20, "w") {
+        with_timeout(producer.publish_to(&topic, &g)).await.unwrap();
     }
     eventually("partition 0 to stall", Duration::from_secs(30), || {
         let p = members[0].0.progress();
