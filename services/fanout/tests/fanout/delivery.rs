@@ -9,7 +9,7 @@ use fantasy_testkit::eventually;
 use futures::StreamExt as _;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Infra, Ws, client, ids, pred, publish, publish_markers, spawn};
+use crate::support::{Infra, Ws, client, ids, pred, publish, spawn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_gets_exactly_its_channels_messages_in_order() {
@@ -62,7 +62,7 @@ async fn each_client_gets_exactly_its_channels_messages_in_order() {
     for c in [&mut all, &mut nba, &mut g1, &mut gone] {
         c.subscribe(&["sport:mlb"]).await;
     }
-    let markers = publish_markers(&producer, "mlb").await;
+    let markers = infra.publish_markers(&producer, "mlb").await;
     for (name, c) in [
         ("all", &mut all),
         ("nba", &mut nba),
@@ -106,7 +106,7 @@ async fn a_thousand_clients_each_get_every_message_once() {
     publish(&producer, &batch).await;
     // Then markers on every partition: what a client gets before them is
     // all it gets of the 20.
-    let markers = Arc::new(publish_markers(&producer, "nba").await);
+    let markers = Arc::new(infra.publish_markers(&producer, "nba").await);
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|mut c| {
