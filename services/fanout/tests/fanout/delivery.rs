@@ -286,15 +286,43 @@ async fn metrics_count_connections_subscriptions_and_deliveries() {
     a.predictions(3).await; // m1 on all and sport:nba, m2 on all
     b.predictions(1).await;
 
-    let now = scrape().await;
-    let moved = |name: &str| now(name) - before(name);
-    assert_eq!(moved("fanout_connections"), 2.0);
-    assert_eq!(moved("fanout_subscriptions"), 3.0);
-    assert_eq!(moved("fanout_messages_in_total"), 2.0);
-    assert_eq!(moved("fanout_messages_out_total"), 4.0);
-    assert!(moved("fanout_bytes_out_total") > 400.0);
-    // The first frame of each connection is a latency sample.
-    assert_eq!(moved("fanout_e2e_latency_seconds_count"), 2.0);
+    // A connection counts its bytes and latency once its write is flushed,
+    // which may be after the client has the frame: the counters follow.
+    let series = [
+        "fanout_connections",
+        "fanout_subscriptions",
+        "fanout_messages_in_total",
+        "fanout_messages_out_total",
+        "fanout_bytes_out_total",
+        // The first frame of each connection is a latency sample.
+        "fanout_e2e_latency_seconds_count",
+    ];
+    eventually(
+        "the metrics to count the clients and their frames",
+        Duration::from_secs(10),
+        || async {
+            let now = scrape().await;
+            let moved = series.map(|s| now(s) - before(s));
+            let [
+                connections,
+                subscriptions,
+                messages_in,
+                messages_out,
+                bytes_out,
+                latencies,
+            ] = moved;
+            let counted = (
+                connections,
+                subscriptions,
+                messages_in,
+                messages_out,
+                latencies,
+            ) == (2.0, 3.0, 2.0, 4.0, 2.0)
+                && bytes_out > 400.0;
+            if counted { Ok(()) } else { Err(moved) }
+        },
+    )
+    .await;
 
     a.send(serde_json::json!({"op": "unsubscribe", "channels": ["sport:nba"]}))
         .await;
