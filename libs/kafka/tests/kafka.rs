@@ -21,7 +21,7 @@ const PARTITIONS: i32 = 8;
 
 /// A broker of three, a unique topic prefix, and a config pointing at both.
 fn setup() -> (EmbeddedBroker, KafkaConfig) {
-    let Kafka { broker, config } = Kafka::start(3, PARTITIONS, "kafka-test");
+    let Kafka { broker, config, .. } = Kafka::start(3, PARTITIONS, "kafka-test");
     (broker, config)
 }
 

@@ -1,5 +1,6 @@
 //! The embedded broker, reading topics back, and a group's progress.
 
+use std::collections::{BTreeMap, HashSet};
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use fantasy_kafka::{
     TailRecord, TailStart,
 };
 use fantasy_messages::{Message, Topic};
+use futures::future::join_all;
 
 use crate::{eventually, topic_prefix};
 
@@ -23,6 +25,8 @@ pub struct Kafka {
     pub broker: EmbeddedBroker,
     /// `client_id` as given; the topic prefix set.
     pub config: KafkaConfig,
+    /// Partitions of each topic.
+    pub partitions: i32,
 }
 
 impl Kafka {
@@ -36,7 +40,15 @@ impl Kafka {
             .map(|t| t.spec(&config.topic_prefix, partitions))
             .collect();
         broker.create_topics(&specs).expect("creating the topics");
-        Self { broker, config }
+        // Where [`Kafka::publish_markers`] finds out which key goes where.
+        broker
+            .create_topic(&scratch_topic(&config), partitions)
+            .expect("creating the scratch topic");
+        Self {
+            broker,
+            config,
+            partitions,
+        }
     }
 
     /// `KAFKA_BROKERS` and `KAFKA_TOPIC_PREFIX` for a service's config.
@@ -50,6 +62,52 @@ impl Kafka {
     pub fn producer(&self) -> Producer {
         Producer::new(&self.config).expect("a producer")
     }
+
+    /// Publishes one marker on each partition of `M`'s topic and returns
+    /// them: they come after everything published before, so a reader that
+    /// has seen them all has read every partition past it (the positive
+    /// signal a test waits on before it checks that nothing more came).
+    /// The markers are `marker(i)` for the first `i` whose keys cover the
+    /// partitions, found on a scratch topic with as many partitions (the
+    /// partitioner hashes the key: it places a key alike on both), so that
+    /// the topic gets one marker a partition and no more.
+    pub async fn publish_markers<M: Message>(
+        &self,
+        producer: &Producer,
+        marker: impl Fn(usize) -> M,
+    ) -> Vec<M> {
+        let scratch = scratch_topic(&self.config);
+        let round = usize::try_from(self.partitions).expect("a partition count");
+        let mut chosen = BTreeMap::new();
+        let mut tried = 0;
+        while chosen.len() < round {
+            let candidates: Vec<M> = (tried..tried + round).map(&marker).collect();
+            tried += round;
+            let placed =
+                join_all(candidates.iter().map(|m| producer.publish_to(&scratch, m))).await;
+            for (m, placed) in candidates.into_iter().zip(placed) {
+                let (partition, _) = placed.unwrap_or_else(|e| panic!("publishing a probe: {e}"));
+                chosen.entry(partition).or_insert(m);
+            }
+        }
+        let markers: Vec<M> = chosen.into_values().collect();
+        let landed = join_all(markers.iter().map(|m| producer.publish(m))).await;
+        let covered: HashSet<i32> = landed
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("publishing a marker: {e}")).0)
+            .collect();
+        assert_eq!(
+            covered.len(),
+            round,
+            "markers placed one per partition of the scratch topic landed on {covered:?}"
+        );
+        markers
+    }
+}
+
+/// The topic [`Kafka::publish_markers`] probes.
+fn scratch_topic(config: &KafkaConfig) -> String {
+    format!("{}scratch", config.topic_prefix)
 }
 
 /// Reads `M`'s topic (every partition, outside any group) from its

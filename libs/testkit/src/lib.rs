@@ -15,7 +15,8 @@
 //! - [`read_all`] and [`TopicReader`]: the one way to read a topic back,
 //!   decoded as its message type.
 //! - [`wait_caught_up`]: a consumer group has handled everything on its
-//!   topics.
+//!   topics; [`Kafka::publish_markers`]: one message on every partition,
+//!   after the rest.
 //!
 //! The rules the tests keep: assertions read the service's own state (its
 //! API), the database or a topic, never process-global counters (the

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use fantasy_cache::{Cache, RedisConfig};
 use serde_json::{Value, json};
 
-use crate::support::{Infra, client, ids, pred, publish, publish_markers, spawn};
+use crate::support::{Infra, client, ids, pred, publish, spawn};
 
 /// The client-side position tracking PROTOCOL.md describes.
 fn track(since: &mut BTreeMap<String, i64>, frame: &Value) {
@@ -66,7 +66,7 @@ async fn a_client_that_reconnects_gets_exactly_what_it_missed() {
     assert_eq!(sub["recovered"], true);
     // Then it is live again: markers published now, on every partition,
     // come after the replay, and nothing but the replay before them.
-    let markers = publish_markers(&producer, "nba").await;
+    let markers = infra.publish_markers(&producer, "nba").await;
     let replay = c.until(&markers).await;
     assert_eq!(replay.len(), 50, "not the 50 missed: {:?}", ids(&replay));
     // Exactly the 50, each once, in order per game (and per partition).

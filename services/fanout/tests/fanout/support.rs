@@ -26,7 +26,7 @@ pub struct Infra {
 
 impl Infra {
     pub fn new() -> Self {
-        let kafka = Kafka::start(3, PARTITIONS, "fanout-test");
+        let kafka = Kafka::start(3, 8, "fanout-test");
         let redis_prefix = fantasy_testkit::redis_prefix();
         let env = kafka
             .env()
@@ -43,9 +43,6 @@ impl Infra {
         self.kafka.producer()
     }
 }
-
-/// Partitions of each topic.
-const PARTITIONS: i32 = 8;
 
 /// A ready fanout with the infra's settings plus `extra`.
 pub async fn spawn(infra: &Infra, extra: &[(&str, &str)]) -> Spawned {
@@ -194,25 +191,22 @@ impl Ws {
 }
 
 /// Predictions published after the ones a test checks, one on every
-/// partition of the topic: once a client has them all, the fanout has read
-/// every partition past what came before (a positive signal that nothing
-/// more is on its way, instead of waiting for a while).
+/// partition of the topic (see [`fantasy_testkit::Kafka::publish_markers`]).
 pub struct Markers {
     ids: Vec<String>,
 }
 
-/// Publishes `sport` predictions one at a time until every partition holds
-/// one.
-pub async fn publish_markers(producer: &Producer, sport: &str) -> Markers {
-    let mut partitions = HashSet::new();
-    let mut ids = Vec::new();
-    while partitions.len() < PARTITIONS as usize {
-        let id = format!("marker-{}", ids.len());
-        let (partition, _) = producer.publish(&pred(&id, sport, 0.5)).await.unwrap();
-        partitions.insert(partition);
-        ids.push(id);
+impl Infra {
+    /// Publishes a `sport` marker on every partition.
+    pub async fn publish_markers(&self, producer: &Producer, sport: &str) -> Markers {
+        let markers = self
+            .kafka
+            .publish_markers(producer, |i| pred(&format!("marker-{i}"), sport, 0.5))
+            .await;
+        Markers {
+            ids: markers.into_iter().map(|m| m.game_id).collect(),
+        }
     }
-    Markers { ids }
 }
 
 pub fn pred(game_id: &str, sport: &str, prob: f32) -> Prediction {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use fantasy_cache::{Cache, RedisConfig};
-use fantasy_kafka::{KafkaConfig, Producer};
+use fantasy_kafka::KafkaConfig;
 use fantasy_messages::testing::game;
 use fantasy_messages::{Game, GameStatus, Prediction, Topic};
 use fantasy_testkit::{Spawned, TopicReader, eventually, read_all, wait_caught_up};
@@ -13,9 +13,6 @@ use crate::support::{Infra, fixture, post_json, rig, spawn};
 
 /// The predictor's consumer group on `games` (`PREDICTOR_GROUP`'s default).
 const GROUP: &str = "predictor";
-
-/// Partitions of each topic (the rig's).
-const PARTITIONS: usize = 8;
 
 /// A game the fixture model predicts.
 fn forecastable(id: &str) -> Game {
@@ -72,23 +69,6 @@ fn failing(body: &serde_json::Value) -> Vec<&str> {
         .filter(|c| c["ok"] == false)
         .map(|c| c["name"].as_str().unwrap())
         .collect()
-}
-
-/// Games on every partition of `games`; once the group has handled them all
-/// (see [`wait_caught_up`]), the predictor has read every partition past
-/// what came before. Returns how many it took.
-async fn publish_markers(producer: &Producer) -> usize {
-    let mut partitions = HashSet::new();
-    let mut n = 0;
-    while partitions.len() < PARTITIONS {
-        let (partition, _) = producer
-            .publish(&forecastable(&format!("marker-{n}")))
-            .await
-            .unwrap();
-        partitions.insert(partition);
-        n += 1;
-    }
-    n
 }
 
 async fn caught_up(kafka: &KafkaConfig) {
@@ -183,7 +163,13 @@ async fn games_become_predictions_in_postgres_redis_and_kafka_and_redelivery_add
     // all it announced is on the topic: the markers, nothing more.
     let before = read_all::<Prediction>(kafka).await.len();
     let app = start(&infra, &[]).await;
-    let markers = publish_markers(&producer).await;
+    // Games on every partition: once the group has handled them all, the
+    // predictor has read every partition past the earlier ones.
+    let markers = infra
+        .kafka
+        .publish_markers(&producer, |i| forecastable(&format!("marker-{i}")))
+        .await
+        .len();
     caught_up(kafka).await;
     app.stop().await.unwrap();
     assert_eq!(
