@@ -823,9 +823,12 @@ async fn each_member_answers_for_the_partitions_it_holds() {
     for g in games(20, "w") {
         with_timeout(producer.publish_to(&topic, &g)).await.unwrap();
     }
+    // Every member's own watch sees it (each looks on its own schedule).
     eventually("partition 0 to stall", Duration::from_secs(30), || {
-        let p = members[0].0.progress();
-        p.stalled.len() == 1 && p.stalled[0].partition == 0
+        members.iter().all(|m| {
+            let p = m.0.progress();
+            p.stalled.len() == 1 && p.stalled[0].partition == 0
+        })
     })
     .await;
     // Settled, and for the stall time: a partition that just came to a
