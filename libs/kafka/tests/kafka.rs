@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fantasy_kafka::{
-    BrokerProbe, Consumer, ConsumerOptions, EmbeddedBroker, Handler, KafkaConfig, Producer, Raw,
-    Record, RunSummary, ensure_topics, fetch_broker_info,
+    BrokerProbe, Consumer, ConsumerOptions, EmbeddedBroker, Handler, KafkaConfig, NotYet, Producer,
+    Raw, Record, RunSummary, ensure_topics, fetch_broker_info,
 };
 use fantasy_messages::testing::game;
 use fantasy_messages::{Game, Topic};
@@ -62,6 +62,8 @@ impl Handler<Game> for Collect {
 struct FlakyThenCollect {
     calls: Arc<Mutex<Vec<usize>>>,
     failures: usize,
+    /// Answer "not yet" instead of failing.
+    hold: bool,
     inner: Collect,
 }
 
@@ -73,6 +75,9 @@ impl Handler<Game> for FlakyThenCollect {
             calls.len()
         };
         if call <= self.failures {
+            if self.hold {
+                return Err(NotYet(format!("no model yet (attempt {call})")).into());
+            }
             anyhow::bail!("sink unavailable (attempt {call})");
         }
         self.inner.handle(batch).await
@@ -205,6 +210,7 @@ async fn a_member_that_stops_before_committing_has_its_messages_redelivered() {
     let failing = FlakyThenCollect {
         calls: calls.clone(),
         failures: usize::MAX,
+        hold: false,
         inner: Collect::default(),
     };
     let first = start(&cfg, options(&group_a, &topics.games), failing);
@@ -245,6 +251,35 @@ async fn a_member_that_stops_before_committing_has_its_messages_redelivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_answers_not_yet_holds_the_batch_without_counting_failures() {
+    let (_broker, cfg) = setup();
+    let topics = cfg.topics();
+    let producer = Producer::new(&cfg).unwrap();
+    with_timeout(producer.publish_batch(&games(20, "hold")))
+        .await
+        .unwrap();
+    let collected = Collect::default();
+    let handler = FlakyThenCollect {
+        calls: Arc::default(),
+        failures: 2,
+        hold: true,
+        inner: collected.clone(),
+    };
+    let mut opts = options(&group(), &topics.games);
+    opts.retry_initial = Duration::from_millis(10);
+    let member = start(&cfg, opts, handler);
+    eventually("all 20 handled", Duration::from_secs(30), || {
+        collected.len() >= 20
+    })
+    .await;
+    let summary = member.stop().await;
+    // Held twice, then taken: a wait, not a fault.
+    assert_eq!(summary.held, 2);
+    assert_eq!(summary.handler_failures, 0);
+    assert_eq!(summary.messages, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_batch_is_retried_until_it_succeeds_never_skipped() {
     let (_broker, cfg) = setup();
     let topics = cfg.topics();
@@ -258,6 +293,7 @@ async fn a_failing_batch_is_retried_until_it_succeeds_never_skipped() {
     let handler = FlakyThenCollect {
         calls: calls.clone(),
         failures: 2,
+        hold: false,
         inner: collected.clone(),
     };
     let mut opts = options(&group(), &topics.games);
