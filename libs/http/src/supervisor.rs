@@ -143,10 +143,25 @@ impl Supervisor {
     /// task running, no shutdown under way); add the service's own.
     pub fn readiness(&self) -> fantasy_telemetry::Readiness {
         let tasks = self.health();
-        fantasy_telemetry::Readiness::new().check("tasks", move || {
-            let answer = tasks.check();
-            async move { answer }
-        })
+        fantasy_telemetry::Readiness::new().state("tasks", move || tasks.check())
+    }
+
+    /// Serves `routes` (with the common layers of `cfg`) on `listener` as the
+    /// critical task "HTTP server" of `stage`, and logs the address.
+    pub fn serve(
+        &mut self,
+        stage: Stage,
+        listener: tokio::net::TcpListener,
+        routes: axum::Router,
+        cfg: &crate::HttpConfig,
+    ) -> std::io::Result<std::net::SocketAddr> {
+        let addr = listener.local_addr()?;
+        let router = crate::layers::apply(routes, cfg, self.service);
+        self.critical(stage, "HTTP server", |stop| {
+            crate::serve(listener, router, stop)
+        });
+        tracing::info!(%addr, "{} listening", self.service);
+        Ok(addr)
     }
 
     /// Registers a task the service cannot do without. `task` gets the

@@ -91,6 +91,29 @@ impl Readiness {
         self
     }
 
+    /// Adds a check that asks `target` (a pool, a client: cloned for each
+    /// probe) with `ask`: `.probe("postgres", db, |db| async move { db.ping().await })`.
+    #[must_use]
+    pub fn probe<T, F, Fut>(self, name: impl Into<String>, target: T, ask: F) -> Self
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.check(name, move || ask(target.clone()))
+    }
+
+    /// Adds a check answered at once from the service's own state (a flag,
+    /// a watch), with no I/O.
+    #[must_use]
+    pub fn state(
+        self,
+        name: impl Into<String>,
+        answer: impl Fn() -> anyhow::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.check(name, move || std::future::ready(answer()))
+    }
+
     /// Runs every check concurrently.
     pub async fn evaluate(&self) -> ReadinessReport {
         let runs = self.checks.iter().map(|(name, check)| {

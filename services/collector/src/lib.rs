@@ -39,7 +39,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use fantasy_db::Db;
 use fantasy_dedup::Dedup;
-use fantasy_http::{Supervisor, layers};
+use fantasy_http::Supervisor;
 use fantasy_kafka::{BrokerProbe, Producer, ensure_stack_topics};
 use futures::FutureExt as _;
 use tokio::net::TcpListener;
@@ -163,28 +163,17 @@ pub async fn run(
         );
     }
 
-    let readiness = {
-        let (db, kafka) = (db.clone(), BrokerProbe::new(&cfg.kafka));
-        sup.readiness()
-            .check("postgres", move || {
-                let db = db.clone();
-                async move { db.ping().await }
-            })
-            .check("kafka", move || {
-                let kafka = kafka.clone();
-                async move { kafka.check().await }
-            })
-    };
+    let readiness = sup
+        .readiness()
+        .probe("postgres", db.clone(), |db| async move { db.ping().await })
+        .probe("kafka", BrokerProbe::new(&cfg.kafka), |kafka| async move {
+            kafka.check().await
+        });
     let routes = Router::new()
         .route("/v1/sources", get(sources))
         .with_state(Statuses(Arc::new(statuses)))
         .merge(fantasy_telemetry::router(readiness));
-    let router = layers::apply(routes, &cfg.http, "collector");
-    let addr = listener.local_addr()?;
-    sup.critical(http_stage, "HTTP server", |stop| {
-        fantasy_http::serve(listener, router, stop)
-    });
-    tracing::info!(%addr, "collector listening");
+    sup.serve(http_stage, listener, routes, &cfg.http)?;
     sup.finally(
         "flushing the producer, closing the pool",
         Duration::from_secs(5),

@@ -32,7 +32,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use fantasy_cache::Cache;
 use fantasy_http::auth::Authenticator;
-use fantasy_http::{ApiError, Supervisor, layers};
+use fantasy_http::{ApiError, Supervisor};
 use fantasy_kafka::{BrokerProbe, TailReader, TailStart, ensure_stack_topics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -240,26 +240,18 @@ pub async fn run(
         connections_gauge: ::metrics::gauge!("fanout_connections"),
     });
     let readiness = {
-        let (cache, kafka, caught_up) = (
-            cache.clone(),
-            BrokerProbe::new(&cfg.kafka),
-            caught_up.clone(),
-        );
+        let caught_up = caught_up.clone();
         sup.readiness()
-            .check("history", move || {
+            .state("history", move || {
                 let done = caught_up.load(Ordering::Relaxed);
-                async move {
-                    anyhow::ensure!(done, "still refilling history from Kafka");
-                    Ok(())
-                }
+                anyhow::ensure!(done, "still refilling history from Kafka");
+                Ok(())
             })
-            .check("redis", move || {
-                let cache = cache.clone();
-                async move { cache.ping().await.map_err(Into::into) }
+            .probe("redis", cache.clone(), |cache| async move {
+                Ok(cache.ping().await?)
             })
-            .check("kafka", move || {
-                let kafka = kafka.clone();
-                async move { kafka.check().await }
+            .probe("kafka", BrokerProbe::new(&cfg.kafka), |kafka| async move {
+                kafka.check().await
             })
     };
     let routes = Router::new()
@@ -267,11 +259,7 @@ pub async fn run(
         .route("/v1/stream", get(stream))
         .with_state(Arc::clone(&app))
         .merge(fantasy_telemetry::router(readiness));
-    let router = layers::apply(routes, &cfg.http, "fanout");
-    let addr = listener.local_addr()?;
-    sup.critical(clients, "HTTP server", |stop| {
-        fantasy_http::serve(listener, router, stop)
-    });
+    sup.serve(clients, listener, routes, &cfg.http)?;
     {
         let tracker = app.tracker.clone();
         sup.background(clients, "WebSockets", |stop| async move {
@@ -282,6 +270,5 @@ pub async fn run(
             Ok::<(), anyhow::Error>(())
         });
     }
-    tracing::info!(%addr, "fanout listening");
     sup.run(shutdown).await
 }

@@ -1155,7 +1155,9 @@ fn sources() -> Vec<(String, String)> {
 
 /// What the sources record: each `counter!`/`gauge!`/`histogram!` whose
 /// name is a string literal or a `const` of its file, with its kind, and
-/// the `<service>_http_*` metrics of each `layers::apply(.., "<service>")`;
+/// the `<service>_http_*` metrics of each `layers::apply(.., "<service>")`
+/// and of each `Supervisor::new("<service>")` whose file serves HTTP
+/// through it (`sup.serve`);
 /// and, apart, the calls whose name is made at run time, as (file, name
 /// expression).
 #[allow(clippy::type_complexity)]
@@ -1167,6 +1169,8 @@ fn recorded() -> (
         .unwrap();
     let constant = Regex::new(r#"const ([A-Z][A-Z0-9_]*): &str = "([^"]*)";"#).unwrap();
     let http = Regex::new(r#"layers::apply\(\s*[^;]*?"([a-z]+)"\s*,?\s*\)"#).unwrap();
+    let supervised = Regex::new(r#"Supervisor::new\("([a-z]+)"\)"#).unwrap();
+    let serves = Regex::new(r"\bsup\.serve\(").unwrap();
     let mut found = BTreeMap::new();
     let mut dynamic = BTreeSet::new();
     let mut add = |name: String, kind: MetricKind, at: &str| {
@@ -1199,7 +1203,12 @@ fn recorded() -> (
                 dynamic.insert((file.clone(), arg.to_owned()));
             }
         }
-        for c in http.captures_iter(&text) {
+        let served = serves
+            .is_match(&text)
+            .then(|| supervised.captures_iter(&text))
+            .into_iter()
+            .flatten();
+        for c in http.captures_iter(&text).chain(served) {
             add(
                 format!("{}_http_requests_total", &c[1]),
                 MetricKind::Counter,
@@ -1236,7 +1245,7 @@ fn the_metric_catalogue_is_what_the_code_records() {
         );
     }
     // Names made at run time escape the scan: only the HTTP layer's, which
-    // the scan finds through `layers::apply`, and `fantasy_http::metrics`
+    // the scan finds through `layers::apply` and `sup.serve`, and `fantasy_http::metrics`
     // declares.
     let expected: BTreeSet<(String, String)> = ["names.requests", "names.duration"]
         .into_iter()

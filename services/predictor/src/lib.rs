@@ -28,7 +28,7 @@ use anyhow::Context as _;
 use fantasy_cache::Cache;
 use fantasy_db::Db;
 use fantasy_http::auth::Authenticator;
-use fantasy_http::{RateLimiter, Supervisor, layers};
+use fantasy_http::{RateLimiter, Supervisor};
 use fantasy_inference::{Engine, Runtime};
 use fantasy_kafka::{
     BrokerProbe, Consumer, ConsumerOptions, Producer, ProgressWatch, StartFrom, ensure_stack_topics,
@@ -129,35 +129,21 @@ pub async fn run(
     }
 
     let readiness = {
-        let (engine, db, cache, kafka) = (
-            engine.clone(),
-            db.clone(),
-            cache.clone(),
-            BrokerProbe::new(&cfg.kafka),
-        );
+        let engine = engine.clone();
         sup.readiness()
-            .check("model", move || {
-                let loaded = engine.current().is_some();
-                async move {
-                    anyhow::ensure!(loaded, "no model loaded");
-                    Ok(())
-                }
+            .state("model", move || {
+                anyhow::ensure!(engine.current().is_some(), "no model loaded");
+                Ok(())
             })
-            .check("postgres", move || {
-                let db = db.clone();
-                async move { db.ping().await }
+            .probe("postgres", db.clone(), |db| async move { db.ping().await })
+            .probe("redis", cache.clone(), |cache| async move {
+                Ok(cache.ping().await?)
             })
-            .check("redis", move || {
-                let cache = cache.clone();
-                async move { cache.ping().await.map_err(Into::into) }
+            .probe("kafka", BrokerProbe::new(&cfg.kafka), |kafka| async move {
+                kafka.check().await
             })
-            .check("kafka", move || {
-                let kafka = kafka.clone();
-                async move { kafka.check().await }
-            })
-            .check("games stream", move || {
-                let answer = games_watch.as_ref().map_or(Ok(()), ProgressWatch::check);
-                async move { answer }
+            .state("games stream", move || {
+                games_watch.as_ref().map_or(Ok(()), ProgressWatch::check)
             })
     };
     let state = Arc::new(api::AppState {
@@ -171,16 +157,8 @@ pub async fn run(
         .http
         .rate_limit
         .map(|(r, b)| Arc::new(RateLimiter::new(r, b)));
-    let router = layers::apply(
-        api::router(state, auth, limiter).merge(fantasy_telemetry::router(readiness)),
-        &cfg.http,
-        "predictor",
-    );
-    let addr = listener.local_addr()?;
-    sup.critical(http_stage, "HTTP server", |stop| {
-        fantasy_http::serve(listener, router, stop)
-    });
-    tracing::info!(%addr, "predictor listening");
+    let routes = api::router(state, auth, limiter).merge(fantasy_telemetry::router(readiness));
+    sup.serve(http_stage, listener, routes, &cfg.http)?;
     sup.finally(
         "flushing the producer, closing the pool",
         Duration::from_secs(5),

@@ -32,8 +32,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use fantasy_db::Db;
+use fantasy_http::Supervisor;
 use fantasy_http::auth::Authenticator;
-use fantasy_http::{Supervisor, layers};
 use fantasy_inference::Runtime;
 use fantasy_kafka::{
     BrokerProbe, Consumer, ConsumerOptions, Producer, ProgressWatch, ensure_stack_topics,
@@ -163,22 +163,15 @@ pub async fn run(
         });
     }
 
-    let readiness = {
-        let (db, kafka) = (db.clone(), BrokerProbe::new(&cfg.kafka));
-        sup.readiness()
-            .check("postgres", move || {
-                let db = db.clone();
-                async move { db.ping().await }
-            })
-            .check("kafka", move || {
-                let kafka = kafka.clone();
-                async move { kafka.check().await }
-            })
-            .check("streams", move || {
-                let answer = watches.iter().try_for_each(ProgressWatch::check);
-                async move { answer }
-            })
-    };
+    let readiness = sup
+        .readiness()
+        .probe("postgres", db.clone(), |db| async move { db.ping().await })
+        .probe("kafka", BrokerProbe::new(&cfg.kafka), |kafka| async move {
+            kafka.check().await
+        })
+        .state("streams", move || {
+            watches.iter().try_for_each(ProgressWatch::check)
+        });
     let state = Arc::new(api::AppState {
         trainer: trainer.clone(),
         control: control_tx,
@@ -189,12 +182,7 @@ pub async fn run(
     });
     let auth = Arc::new(Authenticator::new(&cfg.auth));
     let routes: Router = api::router(state, auth).merge(fantasy_telemetry::router(readiness));
-    let router = layers::apply(routes, &cfg.http, "trainer");
-    let addr = listener.local_addr()?;
-    sup.critical(http_stage, "HTTP server", |stop| {
-        fantasy_http::serve(listener, router, stop)
-    });
-    tracing::info!(%addr, "trainer listening");
+    sup.serve(http_stage, listener, routes, &cfg.http)?;
     sup.finally(
         "flushing the producer, closing the pool",
         Duration::from_secs(5),
