@@ -17,6 +17,7 @@
 //! own statistics cannot.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,25 @@ struct Shared {
     /// member then leaves the group and joins again (see [`watch`]).
     rejoin: Option<Arc<tokio::sync::Notify>>,
     progress: Mutex<GroupProgress>,
+    /// Set when the watching task ended while the watch is still held (it
+    /// panicked): the findings are stale from then on, which `check` says.
+    stopped: AtomicBool,
+}
+
+/// Held by the watching task: when the task ends while the watch is still
+/// held, the watch says so instead of reporting its last findings forever.
+struct Alive(Weak<Shared>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.stopped.store(true, Ordering::Relaxed);
+            tracing::error!(
+                group = %shared.group,
+                "the progress watch stopped; /ready reports the stream as unknown"
+            );
+        }
+    }
 }
 
 /// Watches one consumer group's progress; cheap to clone. The watching stops
@@ -134,6 +154,7 @@ impl ProgressWatch {
             member,
             rejoin,
             progress: Mutex::default(),
+            stopped: AtomicBool::new(false),
         });
         let every = (cfg.stall_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
         tokio::spawn(watch(
@@ -166,6 +187,11 @@ impl ProgressWatch {
         let Some(shared) = &self.shared else {
             return Ok(());
         };
+        anyhow::ensure!(
+            !shared.stopped.load(Ordering::Relaxed),
+            "group {}: the progress watch stopped, so whether the stream moves is unknown",
+            shared.group
+        );
         let progress = self.progress();
         if progress.stalled.is_empty() {
             return Ok(());
@@ -259,6 +285,7 @@ async fn watch(
     timeout: Duration,
     every: Duration,
 ) {
+    let _alive = Alive(shared.clone());
     let mut tracks: HashMap<(String, i32), Track> = HashMap::new();
     let mut last_rejoin: Option<Instant> = None;
     loop {
@@ -364,5 +391,37 @@ async fn watch(
         }
         drop(shared);
         tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            group: "g".into(),
+            stall_after: Duration::from_secs(30),
+            member: None,
+            rejoin: None,
+            progress: Mutex::default(),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    #[test]
+    fn a_watch_whose_task_ended_fails_its_check() {
+        let shared = shared();
+        let watch = ProgressWatch {
+            shared: Some(Arc::clone(&shared)),
+        };
+        let alive = Alive(Arc::downgrade(&shared));
+        watch
+            .check()
+            .expect("a live watch with nothing stalled passes");
+        // What a panic in the watching task does: its guard is dropped.
+        drop(alive);
+        let err = watch.check().expect_err("a stopped watch must not pass");
+        assert!(err.to_string().contains("progress watch stopped"), "{err}");
     }
 }
