@@ -3,69 +3,47 @@
 //! change in the simulated league. Nothing lost, nothing duplicated.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fantasy::up::{self, UpArgs};
-use fantasy_config::Env;
-use fantasy_db::testing::TestDb;
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_loop_closes_and_loses_nothing() {
-    fantasy_telemetry::install_crypto_provider();
-    let db = TestDb::new().await.unwrap();
-    let data = tempfile::tempdir().unwrap();
     // 10 teams, 80 rounds of 5 games: 40 rounds of history at once (the
     // first model trains on at least 150 of its games, holding out 30 or
     // more), 40 live in about 30 s; from round 60 every strength is drawn
     // again (the spread is wide, so the change is a shock).
-    let env = Env::from_pairs([
-        ("DATABASE_URL", db.url.as_str()),
-        (
-            "REDIS_PREFIX",
-            &format!("test:{}:", uuid::Uuid::new_v4().simple()),
-        ),
-        (
-            "COLLECTOR_SOURCES",
-            "sim:nba?seed=5&teams=10&games=80&history=40&minutes=0.5&regime_round=60&spread=1.5",
-        ),
-        ("TRAIN_MIN_GAMES", "150"),
-        ("EVAL_WINDOW", "60"),
-        ("RETRAIN_MIN_SAMPLES", "30"),
-        ("RETRAIN_EVERY_OUTCOMES", "0"),
-        ("RETRAIN_ACCURACY_BELOW", "0"),
-        ("RETRAIN_BRIER_ABOVE", "1"),
-        // Strengths spread wide (1.5 logits): the old ratings are
-        // confidently wrong after the change, far beyond the noise of a
-        // 60-game window.
-        ("RETRAIN_BRIER_RISE", "0.12"),
-        ("RETRAIN_COOLDOWN", "1h"),
-        // Any retrained model is promoted: the test follows the swap.
-        ("PROMOTE_MARGIN", "-1"),
-        ("RUST_LOG", "warn"),
-    ]);
-    let cfg = fantasy::Config::from_env(&env).unwrap();
-    let args = UpArgs {
-        port: 0,
-        data_dir: data.path().to_owned(),
-        partitions: 4,
-        ..UpArgs::default()
-    };
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let stack = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { up::run(&cfg, &env, args, shutdown, Some(tx)).await })
-    };
-    let e = tokio::time::timeout(Duration::from_secs(120), rx)
-        .await
-        .expect("the stack was not up within 2 minutes")
-        .expect("the stack stopped before it was up");
+    let mut stack = common::Stack::start(
+        4,
+        &[
+            (
+                "COLLECTOR_SOURCES",
+                "sim:nba?seed=5&teams=10&games=80&history=40&minutes=0.5&regime_round=60&spread=1.5",
+            ),
+            ("TRAIN_MIN_GAMES", "150"),
+            ("EVAL_WINDOW", "60"),
+            ("RETRAIN_MIN_SAMPLES", "30"),
+            ("RETRAIN_EVERY_OUTCOMES", "0"),
+            ("RETRAIN_ACCURACY_BELOW", "0"),
+            ("RETRAIN_BRIER_ABOVE", "1"),
+            // Strengths spread wide (1.5 logits): the old ratings are
+            // confidently wrong after the change, far beyond the noise of a
+            // 60-game window.
+            ("RETRAIN_BRIER_RISE", "0.12"),
+            ("RETRAIN_COOLDOWN", "1h"),
+            // Any retrained model is promoted: the test follows the swap.
+            ("PROMOTE_MARGIN", "-1"),
+        ],
+    )
+    .await;
+    let e = stack.up(Duration::from_secs(120)).await;
 
     // A WebSocket client on `all`, from the first prediction on (the
     // fanout's history reaches back to it: recovered).
@@ -156,7 +134,7 @@ async fn the_loop_closes_and_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let pool = db.db.pool();
+    let pool = stack.db.db.pool();
     let games: i64 = sqlx::query_scalar("SELECT count(*) FROM games")
         .fetch_one(pool)
         .await
@@ -279,10 +257,5 @@ async fn the_loop_closes_and_loses_nothing() {
     assert_eq!(seen.len() as i64, games, "one prediction message per game");
 
     reader.abort();
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(90), stack)
-        .await
-        .expect("the stack did not stop within 90 s")
-        .unwrap()
-        .unwrap();
+    stack.stop(Duration::from_secs(90)).await;
 }

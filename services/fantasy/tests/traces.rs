@@ -4,47 +4,27 @@
 //! process (`fantasy up` on free ports) with its spans captured in memory.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
-use fantasy::up::{self, UpArgs};
-use fantasy_config::Env;
-use fantasy_db::testing::TestDb;
 use fantasy_telemetry::testing::{CapturedSpan, SpanCapture};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_games_spans_share_one_trace_from_collector_to_fanout() {
     let capture = SpanCapture::install().expect("this test's process has no subscriber yet");
-    fantasy_telemetry::install_crypto_provider();
-    let db = TestDb::new().await.unwrap();
-    let data = tempfile::tempdir().unwrap();
     // 40 rounds of history (200 games: the first model), then live rounds.
-    let env = Env::from_pairs([
-        ("DATABASE_URL", db.url.as_str()),
-        (
-            "REDIS_PREFIX",
-            &format!("test:{}:", uuid::Uuid::new_v4().simple()),
-        ),
-        (
-            "COLLECTOR_SOURCES",
-            "sim:nba?seed=9&teams=10&games=60&history=40&minutes=0.3",
-        ),
-        ("TRAIN_MIN_GAMES", "150"),
-        ("RUST_LOG", "warn"),
-    ]);
-    let cfg = fantasy::Config::from_env(&env).unwrap();
-    let args = UpArgs {
-        port: 0,
-        data_dir: data.path().to_owned(),
-        partitions: 2,
-        ..UpArgs::default()
-    };
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    // A failing assertion stops the stack too (its tasks hold the runtime).
-    let _stop_on_panic = shutdown.clone().drop_guard();
-    let stack = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { up::run(&cfg, &env, args, shutdown, None).await })
-    };
+    let mut stack = common::Stack::start(
+        2,
+        &[
+            (
+                "COLLECTOR_SOURCES",
+                "sim:nba?seed=9&teams=10&games=60&history=40&minutes=0.3",
+            ),
+            ("TRAIN_MIN_GAMES", "150"),
+        ],
+    )
+    .await;
 
     // A prediction the fanout sent out, whose chain of parents runs, within
     // one trace, through the predictor's handler and consumer back to the
@@ -67,7 +47,7 @@ async fn one_games_spans_share_one_trace_from_collector_to_fanout() {
         if let Some(chain) = found {
             break chain;
         }
-        assert!(!stack.is_finished(), "the stack stopped: {:?}", stack.await);
+        stack.assert_running().await;
         assert!(
             tokio::time::Instant::now() < deadline,
             "no fanout span descends from the collector's batch through the predictor; \
@@ -100,12 +80,7 @@ async fn one_games_spans_share_one_trace_from_collector_to_fanout() {
     let game = publish.attribute("game_id").unwrap();
     assert!(game.starts_with("nba-sim-9-"), "{game}");
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(60), stack)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stack.stop(Duration::from_secs(60)).await;
 }
 
 /// `span` and its parents, as far as they were exported.
