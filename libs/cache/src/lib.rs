@@ -3,10 +3,15 @@
 //!
 //! [`Cache`] holds a `ConnectionManager`: one multiplexed connection that
 //! reconnects by itself after Redis restarts (commands in the gap fail fast
-//! with an error, they do not hang). Every key is put under a prefix, so
+//! with an error, they do not hang). The first command after the connection
+//! dropped meets the dead socket ("broken pipe") while the manager reconnects
+//! behind it: every command here is idempotent and runs once more on the new
+//! connection ([`Cache::idempotent`]), so a Redis restart costs no failed
+//! readiness probe, cache read or write. Every key is put under a prefix, so
 //! several stacks (or tests) share one Redis without seeing each other.
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use fantasy_config::{Parser, Secret, redact_url};
@@ -129,19 +134,44 @@ impl Cache {
         self.conn.clone()
     }
 
+    /// Runs `command` on the connection, and once more when the connection
+    /// had dropped (Redis restarted, or closed it): the manager reconnects
+    /// when a command fails that way, and the second run waits for that.
+    /// `command` must be safe to run twice, as it may have run before the
+    /// connection dropped.
+    pub async fn idempotent<T, F, Fut>(&self, mut command: F) -> redis::RedisResult<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match command(self.conn.clone()).await {
+            Err(e) if e.is_connection_dropped() => {
+                tracing::info!(
+                    "redis: the connection dropped ({e}); running the command again on a new one"
+                );
+                command(self.conn.clone()).await
+            }
+            answer => answer,
+        }
+    }
+
     /// `PING`, for readiness.
     pub async fn ping(&self) -> Result<(), CacheError> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let _: String = self
+            .idempotent(|mut conn| async move { redis::cmd("PING").query_async(&mut conn).await })
+            .await?;
         Ok(())
     }
 
     /// The server's version, from `INFO server`.
     pub async fn server_version(&self) -> Result<String, CacheError> {
-        let mut conn = self.conn.clone();
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
+        let info: String = self
+            .idempotent(|mut conn| async move {
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut conn)
+                    .await
+            })
             .await?;
         Ok(info
             .lines()
@@ -162,8 +192,10 @@ impl Cache {
             key: key.to_owned(),
             source,
         })?;
-        let mut conn = self.conn.clone();
-        let () = conn.set_ex(self.key(key), bytes, ttl_secs(ttl)).await?;
+        let (key, bytes) = (&self.key(key), &bytes);
+        let () = self
+            .idempotent(|mut conn| async move { conn.set_ex(key, bytes, ttl_secs(ttl)).await })
+            .await?;
         Ok(())
     }
 
@@ -172,8 +204,10 @@ impl Cache {
         &self,
         key: &str,
     ) -> Result<Option<T>, CacheError> {
-        let mut conn = self.conn.clone();
-        let bytes: Option<Vec<u8>> = conn.get(self.key(key)).await?;
+        let full = &self.key(key);
+        let bytes: Option<Vec<u8>> = self
+            .idempotent(|mut conn| async move { conn.get(full).await })
+            .await?;
         bytes
             .map(|b| {
                 serde_json::from_slice(&b).map_err(|source| CacheError::Corrupt {
@@ -186,8 +220,10 @@ impl Cache {
 
     /// Deletes `key`.
     pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
-        let mut conn = self.conn.clone();
-        let _: i64 = conn.del(self.key(key)).await?;
+        let key = &self.key(key);
+        let _: i64 = self
+            .idempotent(|mut conn| async move { conn.del(key).await })
+            .await?;
         Ok(())
     }
 
@@ -228,16 +264,23 @@ impl Cache {
             }
             pipe.invoke_script(&invocation).ignore();
         }
-        let mut conn = self.conn.clone();
-        let () = pipe.query_async(&mut conn).await?;
+        // Idempotent: a prediction already stored is not stored again.
+        let pipe = &pipe;
+        let () = self
+            .idempotent(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
         Ok(())
     }
 
     /// The latest prediction stored for a game.
     pub async fn latest_prediction(&self, game_id: &str) -> Result<Option<Prediction>, CacheError> {
         let key = self.prediction_key(game_id);
-        let mut conn = self.conn.clone();
-        let bytes: Option<Vec<u8>> = conn.hget(&key, "json").await?;
+        let bytes: Option<Vec<u8>> = self
+            .idempotent(|mut conn| {
+                let key = &key;
+                async move { conn.hget(key, "json").await }
+            })
+            .await?;
         decode_cached(&key, bytes)
     }
 
@@ -253,8 +296,10 @@ impl Cache {
         for id in game_ids {
             pipe.hget(self.prediction_key(id), "json");
         }
-        let mut conn = self.conn.clone();
-        let values: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        let pipe = &pipe;
+        let values: Vec<Option<Vec<u8>>> = self
+            .idempotent(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
         values
             .into_iter()
             .zip(game_ids)

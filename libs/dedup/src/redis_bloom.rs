@@ -96,8 +96,11 @@ impl RedisBloom {
             pipe.cmd("GETRANGE").arg(&current).arg(start).arg(end);
             pipe.cmd("GETRANGE").arg(&previous).arg(start).arg(end);
         }
-        let mut conn = self.cache.connection();
-        let blocks: Vec<Vec<u8>> = pipe.query_async(&mut conn).await?;
+        let pipe = &pipe;
+        let blocks: Vec<Vec<u8>> = self
+            .cache
+            .idempotent(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
         expect_answers(keys.len() * 2, blocks.len())?;
         Ok(keys
             .iter()
@@ -129,8 +132,10 @@ impl RedisBloom {
             .arg(&current)
             .arg(generation.expires_at_ms())
             .ignore();
-        let mut conn = self.cache.connection();
-        pipe.query_async::<()>(&mut conn).await
+        let pipe = &pipe;
+        self.cache
+            .idempotent(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
     }
 
     /// For each key, whether it may have been in `generation` or the one
@@ -159,8 +164,13 @@ impl RedisBloom {
             .arg(&current)
             .arg(generation.expires_at_ms())
             .ignore();
-        let mut conn = self.cache.connection();
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+        // Run twice, a key inserted by the first run reads as `MaybePresent`:
+        // the dedup then asks Postgres, which has the last word.
+        let pipe = &pipe;
+        let replies: Vec<Value> = self
+            .cache
+            .idempotent(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .await?;
         expect_answers(keys.len() * 2, replies.len())?;
         keys.iter()
             .zip(replies.chunks_exact(2))
