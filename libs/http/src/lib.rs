@@ -32,3 +32,10 @@ pub use layers::{HttpConfig, RateLimiter};
 pub use main_loop::{ServiceConfig, service_main};
 pub use server::{serve, shutdown_signal};
 pub use supervisor::{Stage, Supervisor, TaskHealth, panic_message};
+
+/// What [`service_config!`] names, from the calling crate.
+#[doc(hidden)]
+pub mod __private {
+    pub use fantasy_config::{ConfigError, Env};
+    pub use fantasy_telemetry::TelemetryConfig;
+}

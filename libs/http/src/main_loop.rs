@@ -21,6 +21,31 @@ pub trait ServiceConfig: Sized {
     fn log(&self);
 }
 
+/// Implements [`ServiceConfig`] for a service's `Config` with the usual
+/// shape: `Config::from_env`, `Config::log`, and `telemetry` and `http`
+/// fields.
+#[macro_export]
+macro_rules! service_config {
+    ($config:ty) => {
+        impl $crate::ServiceConfig for $config {
+            fn from_env(
+                env: &$crate::__private::Env,
+            ) -> ::std::result::Result<Self, $crate::__private::ConfigError> {
+                <$config>::from_env(env)
+            }
+            fn telemetry(&self) -> &$crate::__private::TelemetryConfig {
+                &self.telemetry
+            }
+            fn http_addr(&self) -> ::std::net::SocketAddr {
+                self.http.addr
+            }
+            fn log(&self) {
+                <$config>::log(self)
+            }
+        }
+    };
+}
+
 /// Asks `GET /health` of the service at `addr` (an unspecified address
 /// means this host) over plain HTTP/1.0, without a runtime: what a
 /// container's `HEALTHCHECK` runs. `Ok` on a 200.

@@ -360,20 +360,7 @@ impl Config {
     }
 }
 
-impl fantasy_http::ServiceConfig for Config {
-    fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Config::from_env(env)
-    }
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-    fn http_addr(&self) -> std::net::SocketAddr {
-        self.http.addr
-    }
-    fn log(&self) {
-        Config::log(self)
-    }
-}
+fantasy_http::service_config!(Config);
 
 #[cfg(test)]
 mod tests {
