@@ -9,10 +9,12 @@
 //! builds them next to `fantasy`).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::procs::{Broker, Proc, binary, free_port};
+
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,108 +22,6 @@ use fantasy_db::testing::TestDb;
 use futures::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
-
-const FANTASY: &str = env!("CARGO_BIN_EXE_fantasy");
-
-fn binary(name: &str) -> PathBuf {
-    let path = Path::new(FANTASY).with_file_name(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build the workspace's binaries (cargo build --bins, or run the tests with --workspace)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A service process; its output goes to `<dir>/<name>.log`.
-struct Proc {
-    name: &'static str,
-    addr: String,
-    env: Vec<(String, String)>,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn start(name: &'static str, env: &[(String, String)], dir: &Path) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut p = Proc {
-            name,
-            addr,
-            env: env.to_vec(),
-            dir: dir.to_owned(),
-            child: None,
-        };
-        p.spawn();
-        p
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{}.log", self.name)))
-            .unwrap();
-        let child = Command::new(binary(self.name))
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("HTTP_ADDR", &self.addr)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn signal(&mut self, sig: &str) {
-        let mut child = self.child.take().unwrap();
-        Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "{} ignored {sig}", self.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    async fn wait_ready(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        let http = reqwest::Client::new();
-        loop {
-            if let Ok(r) = http.get(format!("http://{}/ready", self.addr)).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            let log = std::fs::read_to_string(self.dir.join(format!("{}.log", self.name)))
-                .unwrap_or_default();
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready in {within:?}; its log:\n{log}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// A WebSocket client on `all` that reconnects and resubscribes with the
 /// positions it has seen; keeps every prediction frame.
@@ -166,31 +66,9 @@ async fn four_binaries_and_a_broker_survive_restarts_without_loss_or_duplicates(
     fantasy_telemetry::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new().await.unwrap();
-    let bootstrap_file = dir.path().join("bootstrap");
-    let mut broker = Command::new(FANTASY)
-        .args([
-            "broker",
-            "--brokers",
-            "1",
-            "--partitions",
-            "4",
-            "--bootstrap-file",
-        ])
-        .arg(&bootstrap_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let kafka = loop {
-        if let Ok(s) = std::fs::read_to_string(&bootstrap_file) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "fantasy broker wrote no address");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let broker = Broker::start(4, dir.path());
     let env: Vec<(String, String)> = [
-        ("KAFKA_BROKERS", kafka.as_str()),
+        ("KAFKA_BROKERS", broker.addr.as_str()),
         ("KAFKA_CREATE_TOPICS", "false"),
         ("DATABASE_URL", db.url.as_str()),
         (
@@ -325,8 +203,5 @@ async fn four_binaries_and_a_broker_survive_restarts_without_loss_or_duplicates(
     for mut p in [collector, predictor, trainer, fanout] {
         p.signal("-TERM");
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &broker.id().to_string()])
-        .status();
-    let _ = broker.wait();
+    drop(broker);
 }

@@ -3,6 +3,8 @@
 //! test ends, pass or fail.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod procs;
+
 use std::time::Duration;
 
 use fantasy::up::{self, Endpoints, UpArgs};

@@ -1,0 +1,153 @@
+//! The stack as separate processes: `fantasy broker` and the service
+//! binaries (built next to `fantasy` by `cargo nextest run --workspace`).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const FANTASY: &str = env!("CARGO_BIN_EXE_fantasy");
+
+pub fn binary(name: &str) -> PathBuf {
+    let path = Path::new(FANTASY).with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace's binaries (cargo build --bins, or run the tests with --workspace)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A service process; its output goes to `<dir>/<name>.log`.
+pub struct Proc {
+    pub name: &'static str,
+    pub addr: String,
+    pub env: Vec<(String, String)>,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Proc {
+    pub fn start(name: &'static str, env: &[(String, String)], dir: &Path) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut p = Proc {
+            name,
+            addr,
+            env: env.to_vec(),
+            dir: dir.to_owned(),
+            child: None,
+        };
+        p.spawn();
+        p
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", self.name)))
+            .unwrap();
+        let child = Command::new(binary(self.name))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("HTTP_ADDR", &self.addr)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn signal(&mut self, sig: &str) {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{} ignored {sig}", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.get(format!("http://{}/ready", self.addr)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            let log = std::fs::read_to_string(self.dir.join(format!("{}.log", self.name)))
+                .unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready in {within:?}; its log:\n{log}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `fantasy broker`: an embedded Kafka cluster in a process of its own,
+/// with the stack's topics; stopped (SIGTERM) when dropped.
+pub struct Broker {
+    /// Its bootstrap address, for `KAFKA_BROKERS`.
+    pub addr: String,
+    child: Child,
+}
+
+impl Broker {
+    /// One broker, `partitions` partitions per topic; it writes its address
+    /// into `dir`.
+    pub fn start(partitions: u32, dir: &Path) -> Self {
+        let bootstrap_file = dir.join("bootstrap");
+        let child = Command::new(FANTASY)
+            .args(["broker", "--brokers", "1", "--partitions"])
+            .arg(partitions.to_string())
+            .arg("--bootstrap-file")
+            .arg(&bootstrap_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            if let Ok(s) = std::fs::read_to_string(&bootstrap_file) {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "fantasy broker wrote no address");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Self { addr, child }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
