@@ -22,6 +22,7 @@ mod json;
 pub mod layers;
 mod main_loop;
 pub mod metrics;
+pub mod openapi;
 mod server;
 mod supervisor;
 

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::InferenceError;
 
 /// How the chosen output holds the home-win probability.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputKind {
     /// `[batch]` or `[batch, 1]`: the probability itself (torch-style sigmoid).
@@ -33,7 +33,7 @@ pub struct ModelSpec {
 }
 
 /// A model being served, as `/v1/models/active` reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     /// The registry version, else the model's `version` metadata, else the
     /// first 12 hex digits of its SHA-256.

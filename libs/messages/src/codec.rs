@@ -37,6 +37,20 @@ impl<'de> Deserialize<'de> for SchemaVersion {
     }
 }
 
+impl utoipa::PartialSchema for SchemaVersion {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .enum_values(Some([Self::NUMBER]))
+            .description(Some(
+                "The message schema's version: this build writes and reads 1",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SchemaVersion {}
+
 /// A message type: its topic, its Kafka key and its invariants.
 pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The topic this message is published on.

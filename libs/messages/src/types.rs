@@ -166,7 +166,7 @@ impl Message for Outcome {
 }
 
 /// A win probability for one game from one model version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Prediction {
     pub schema_version: SchemaVersion,
     pub game_id: String,
@@ -239,7 +239,7 @@ impl ModelStatus {
 }
 
 /// A model's scores on its held-out data at training time.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrainingMetrics {
     pub n_train: u64,
     pub n_holdout: u64,

@@ -35,15 +35,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+
+use axum::Json;
 use fantasy_db::Db;
 use fantasy_dedup::Dedup;
 use fantasy_http::Supervisor;
+use fantasy_http::openapi::Access;
 use fantasy_kafka::{BrokerProbe, Producer, ensure_stack_topics};
 use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::{Config, SourceSpec};
 use runner::{SharedStatus, SourceStatus, run_source};
@@ -52,13 +55,40 @@ use runner::{SharedStatus, SourceStatus, run_source};
 #[derive(Clone, Debug, Default)]
 struct Statuses(Arc<Vec<SharedStatus>>);
 
-async fn sources(State(statuses): State<Statuses>) -> Json<serde_json::Value> {
-    let list: Vec<SourceStatus> = statuses
+/// This replica's sources (`GET /v1/sources`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SourceList {
+    pub sources: Vec<SourceStatus>,
+}
+
+/// Where each of this replica's sources stands. Open: it says what is
+/// collected, not what was.
+#[utoipa::path(
+    get,
+    path = "/v1/sources",
+    responses((status = 200, description = "This replica's sources, in configuration order", body = SourceList))
+)]
+async fn sources(State(statuses): State<Statuses>) -> Json<SourceList> {
+    let sources = statuses
         .0
         .iter()
         .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).clone())
         .collect();
-    Json(serde_json::json!({ "sources": list }))
+    Json(SourceList { sources })
+}
+
+fn api_routes() -> OpenApiRouter<Statuses> {
+    OpenApiRouter::new().routes(routes!(sources))
+}
+
+/// The API's OpenAPI document (what `GET /openapi.json` answers).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    fantasy_http::openapi::document(
+        api_routes().split_for_parts().1,
+        "collector",
+        Access::Open,
+        false,
+    )
 }
 
 /// Every 10 minutes, deletes the exact store's keys older than `retention`
@@ -169,9 +199,11 @@ pub async fn run(
         .probe("kafka", BrokerProbe::new(&cfg.kafka), |kafka| async move {
             kafka.check().await
         });
-    let routes = Router::new()
-        .route("/v1/sources", get(sources))
+    let routes = api_routes()
         .with_state(Statuses(Arc::new(statuses)))
+        .split_for_parts()
+        .0
+        .merge(fantasy_http::openapi::route(openapi()))
         .merge(fantasy_telemetry::router(readiness));
     sup.serve(http_stage, listener, routes, &cfg.http)?;
     sup.finally(

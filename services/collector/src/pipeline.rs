@@ -43,7 +43,7 @@ use sqlx::Row as _;
 use crate::source::{GameTruth, SourceGame};
 
 /// What one batch came to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct BatchReport {
     /// Versions in the batch.
     pub received: usize,

@@ -12,10 +12,11 @@ use crate::pipeline::{BatchReport, Pipeline};
 use crate::source::{Fetch, Source, backoff};
 
 /// Where a source stands (`GET /v1/sources`).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct SourceStatus {
     pub name: String,
     /// `starting`, `running`, `retrying`, `done`, `failed`, `stopped`.
+    #[schema(value_type = String)]
     pub state: &'static str,
     pub cursor: Option<String>,
     pub batches: u64,
@@ -25,6 +26,7 @@ pub struct SourceStatus {
     pub last_batch_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     /// What the source itself reports (`Source::describe`).
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
 

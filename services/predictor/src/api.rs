@@ -4,16 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use fantasy_cache::Cache;
 use fantasy_db::Db;
 use fantasy_http::auth::{Authenticator, authenticate};
 use fantasy_http::layers::rate_limit;
+use fantasy_http::openapi::{self, Access};
 use fantasy_http::{ApiError, ApiJson, RateLimiter};
 use fantasy_inference::{Engine, ModelInfo, PredictError};
 use fantasy_messages::Prediction;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What the handlers share (behind an `Arc`: axum clones the state for
 /// every request).
@@ -28,7 +30,7 @@ pub struct AppState {
 type Shared = State<Arc<AppState>>;
 
 /// `POST /v1/predict`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     /// Echoed back; not looked up.
@@ -38,7 +40,7 @@ pub struct PredictRequest {
 }
 
 /// The answer to one item.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PredictResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub game_id: Option<String>,
@@ -49,21 +51,21 @@ pub struct PredictResponse {
 }
 
 /// `POST /v1/predict/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub items: Vec<PredictRequest>,
 }
 
 /// The answers, in the order of the items.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchResponse {
     pub model_version: String,
     pub results: Vec<BatchItem>,
 }
 
 /// One answer of a batch.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct BatchItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub game_id: Option<String>,
@@ -97,6 +99,17 @@ fn predict_error(e: PredictError) -> ApiError {
     }
 }
 
+/// One game's home-win probability from the active model.
+#[utoipa::path(
+    post,
+    path = "/v1/predict",
+    request_body = PredictRequest,
+    responses(
+        (status = 200, description = "The probability", body = PredictResponse),
+        (status = 400, description = "Malformed body, wrong feature count (`wrong_feature_count`) or a feature that is not finite (`non_finite_feature`)", body = fantasy_http::openapi::ErrorBody),
+        (status = 503, description = "No model loaded yet (`no_model`), a model swap (`stopping`), a full inference queue (`overloaded`), or the request timed out", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
 #[tracing::instrument(name = "predictor.predict", skip_all)]
 async fn predict(
     State(state): Shared,
@@ -119,6 +132,17 @@ async fn predict(
     }))
 }
 
+/// Many items in one call, answered in order (at most MAX_BATCH_ITEMS).
+#[utoipa::path(
+    post,
+    path = "/v1/predict/batch",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "One probability per item, in order", body = BatchResponse),
+        (status = 400, description = "Malformed body, no items (`empty_batch`), too many (`too_many_items`), or an item of the wrong width", body = fantasy_http::openapi::ErrorBody),
+        (status = 503, description = "No model loaded yet, a model swap, a full queue, or a timeout", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
 #[tracing::instrument(name = "predictor.predict_batch", skip_all, fields(items = req.items.len()))]
 async fn predict_batch(
     State(state): Shared,
@@ -168,6 +192,16 @@ async fn predict_batch(
     }))
 }
 
+/// The latest prediction made for a game (Redis, else Postgres).
+#[utoipa::path(
+    get,
+    path = "/v1/predictions/{game_id}",
+    params(("game_id" = String, Path, description = "The game's id, as on the games topic")),
+    responses(
+        (status = 200, description = "The game's latest prediction", body = Prediction),
+        (status = 404, description = "No prediction for this game", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
 async fn latest_prediction(
     State(state): Shared,
     Path(game_id): Path<String>,
@@ -187,6 +221,15 @@ async fn latest_prediction(
     }
 }
 
+/// The model being served.
+#[utoipa::path(
+    get,
+    path = "/v1/models/active",
+    responses(
+        (status = 200, description = "The active model", body = ModelInfo),
+        (status = 503, description = "No model loaded yet (`no_model`)", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
 async fn active_model(State(state): Shared) -> Result<Json<ModelInfo>, ApiError> {
     state
         .engine
@@ -201,14 +244,26 @@ pub fn router(
     auth: Arc<Authenticator>,
     limiter: Option<Arc<RateLimiter>>,
 ) -> Router {
-    let mut api = Router::new()
-        .route("/v1/predict", post(predict))
-        .route("/v1/predict/batch", post(predict_batch))
-        .route("/v1/predictions/{game_id}", get(latest_prediction))
-        .route("/v1/models/active", get(active_model))
-        .with_state(state);
+    let rate_limited = limiter.is_some();
+    let (mut api, doc) = routes().with_state(state).split_for_parts();
     if let Some(limiter) = limiter {
         api = api.layer(middleware::from_fn_with_state(limiter, rate_limit));
     }
+    let doc = openapi::document(doc, "predictor", Access::Token, rate_limited);
     api.layer(middleware::from_fn_with_state(auth, authenticate))
+        .merge(openapi::route(doc))
+}
+
+fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(predict))
+        .routes(routes!(predict_batch))
+        .routes(routes!(latest_prediction))
+        .routes(routes!(active_model))
+}
+
+/// The API's OpenAPI document (what `GET /openapi.json` answers).
+pub fn openapi(rate_limited: bool) -> utoipa::openapi::OpenApi {
+    let (_, doc) = routes().split_for_parts();
+    openapi::document(doc, "predictor", Access::Token, rate_limited)
 }

@@ -21,19 +21,21 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
 use chrono::{DateTime, Utc};
 use fantasy_http::ApiError;
 use fantasy_http::auth::{Authenticator, Client, authenticate};
+use fantasy_http::openapi::{self, Access};
 use fantasy_messages::TrainingMetrics;
 use fantasy_registry::{ModelRecord, RegistryError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::control::{ControlState, Request};
 use crate::reason::Reason;
-use crate::train::{RunError, Trainer};
+use crate::train::{RunError, RunReport, RunRow, Trainer};
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -47,10 +49,12 @@ pub struct AppState {
 }
 
 /// A model version as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelView {
     pub model_name: String,
     pub version: String,
+    /// `candidate`, `active`, `retired` or `rejected`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     pub artifact_uri: String,
     pub sha256: String,
@@ -104,7 +108,34 @@ fn registry_error(e: RegistryError) -> ApiError {
     }
 }
 
-async fn list(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+/// Every version of the model, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelList {
+    pub model_name: String,
+    pub models: Vec<ModelView>,
+}
+
+/// The last training runs, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunRow>,
+}
+
+/// A training that goes on after the answer (202).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Running {
+    /// `running`.
+    #[schema(value_type = String)]
+    pub status: &'static str,
+    pub message: &'static str,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    responses((status = 200, description = "Every version, newest first", body = ModelList))
+)]
+async fn list(State(s): State<Arc<AppState>>) -> Result<Json<ModelList>, ApiError> {
     let t = &s.trainer;
     let models: Vec<ModelView> = t
         .registry
@@ -114,11 +145,21 @@ async fn list(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>,
         .into_iter()
         .map(ModelView::from)
         .collect();
-    Ok(Json(
-        serde_json::json!({ "model_name": t.model_name, "models": models }),
-    ))
+    Ok(Json(ModelList {
+        model_name: t.model_name.clone(),
+        models,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models/{version}",
+    params(("version" = String, Path, description = "The registry version")),
+    responses(
+        (status = 200, description = "The version", body = ModelView),
+        (status = 404, description = "No such version", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
 async fn one(
     State(s): State<Arc<AppState>>,
     Path(version): Path<String>,
@@ -132,6 +173,16 @@ async fn one(
         .ok_or_else(|| ApiError::not_found(format!("no version {version} of {}", t.model_name)))
 }
 
+/// Makes a version active and announces it on the models topic.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{version}/promote",
+    params(("version" = String, Path, description = "The registry version")),
+    responses(
+        (status = 200, description = "The version, now active", body = ModelView),
+        (status = 404, description = "No such version", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
 async fn promote(
     State(s): State<Arc<AppState>>,
     Extension(client): Extension<Client>,
@@ -142,6 +193,15 @@ async fn promote(
     Ok(Json(record.into()))
 }
 
+/// Re-activates the version active before the current one.
+#[utoipa::path(
+    post,
+    path = "/v1/rollback",
+    responses(
+        (status = 200, description = "The version active again", body = ModelView),
+        (status = 409, description = "No version to roll back to (`nothing_to_roll_back`)", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
 async fn rollback(
     State(s): State<Arc<AppState>>,
     Extension(client): Extension<Client>,
@@ -151,6 +211,18 @@ async fn rollback(
     Ok(Json(record.into()))
 }
 
+/// Trains now, and answers with the run's report when it ends in time.
+#[utoipa::path(
+    post,
+    path = "/v1/train",
+    responses(
+        (status = 200, description = "The run ended: its report (promoted or rejected)", body = RunReport),
+        (status = 202, description = "The run goes on after the answer; GET /v1/runs shows it", body = Running),
+        (status = 409, description = "A training is running (`training_running`) or there is not enough history (`not_enough_data`)", body = fantasy_http::openapi::ErrorBody),
+        (status = 500, description = "The training failed (`training_failed`); the trainer's log has the cause", body = fantasy_http::openapi::ErrorBody),
+        (status = 503, description = "The trainer is shutting down, or the request timed out", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
 async fn train(
     State(s): State<Arc<AppState>>,
     Extension(client): Extension<Client>,
@@ -177,10 +249,10 @@ async fn train(
         // The run goes on; dropping the receiver only drops its report.
         return Ok((
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({
-                "status": "running",
-                "message": "the training goes on after this answer; GET /v1/runs shows it when it ends",
-            })),
+            Json(Running {
+                status: "running",
+                message: "the training goes on after this answer; GET /v1/runs shows it when it ends",
+            }),
         )
             .into_response());
     };
@@ -209,27 +281,46 @@ async fn train(
     }
 }
 
-async fn runs(State(s): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    responses((status = 200, description = "The last 50 runs, newest first", body = RunList))
+)]
+async fn runs(State(s): State<Arc<AppState>>) -> Result<Json<RunList>, ApiError> {
     let rows = s
         .trainer
         .recent_runs(50)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(serde_json::json!({ "runs": rows })))
+    Ok(Json(RunList { runs: rows }))
 }
 
 pub fn router(state: Arc<AppState>, auth: Arc<Authenticator>) -> Router {
-    Router::new()
-        .route("/v1/models", get(list))
-        .route("/v1/models/{version}", get(one))
-        .route("/v1/models/{version}/promote", post(promote))
-        .route("/v1/rollback", post(rollback))
-        .route("/v1/train", post(train))
-        .route("/v1/runs", get(runs))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            require_admin,
-        ))
-        .with_state(state)
-        .layer(middleware::from_fn_with_state(auth, authenticate))
+    let (api, doc) = routes().split_for_parts();
+    api.route_layer(middleware::from_fn_with_state(
+        Arc::clone(&state),
+        require_admin,
+    ))
+    .with_state(state)
+    .layer(middleware::from_fn_with_state(auth, authenticate))
+    .merge(openapi::route(document(doc)))
+}
+
+fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(one))
+        .routes(routes!(promote))
+        .routes(routes!(rollback))
+        .routes(routes!(train))
+        .routes(routes!(runs))
+}
+
+fn document(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    openapi::document(doc, "trainer", Access::Admin, false)
+}
+
+/// The API's OpenAPI document (what `GET /openapi.json` answers).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    document(routes().split_for_parts().1)
 }

@@ -39,7 +39,7 @@ pub enum RunError {
 }
 
 /// What the gate decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Promoted,
@@ -56,7 +56,7 @@ impl Decision {
 }
 
 /// Scores on the held-out games.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HoldoutScores {
     pub count: u64,
     pub accuracy: f64,
@@ -85,7 +85,7 @@ impl HoldoutScores {
 }
 
 /// The active model as the gate saw it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ActiveJudged {
     pub version: String,
     /// `None` when it cannot be scored on these features (another feature
@@ -94,7 +94,7 @@ pub struct ActiveJudged {
 }
 
 /// What one run did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RunReport {
     pub run_id: i64,
     pub reason: Reason,
@@ -352,12 +352,14 @@ pub struct Trainer {
 }
 
 /// One training run as `training_runs` holds it (`GET /v1/runs`).
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RunRow {
     pub id: i64,
     pub trigger: String,
     pub status: String,
     pub candidate_version: Option<String>,
+    /// The run's report, or why it failed.
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
