@@ -104,6 +104,12 @@ fi
 MOTO_VERSION=5.2.5
 pip_tool moto "moto-$MOTO_VERSION" "moto[server]==$MOTO_VERSION"
 
+# --- The API contract fuzzer ----------------------------------------------------------
+# services/fantasy/tests/contract.rs runs schemathesis (PyPI) against each
+# service's /openapi.json; kept in .tools/schemathesis.
+SCHEMATHESIS_VERSION=4.32.5
+pip_tool schemathesis "schemathesis-$SCHEMATHESIS_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
+
 # --- Deployment file checks ------------------------------------------------------
 # scripts/check-deploy.sh validates the Compose and Swarm files, the
 # Dockerfile and the monitoring configuration offline: the docker client

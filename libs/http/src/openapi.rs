@@ -53,6 +53,9 @@ pub enum Access {
 pub fn document(mut api: OpenApi, service: &str, access: Access, rate_limited: bool) -> OpenApi {
     api.info.title = format!("fantasy {service}");
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // Not utoipa's own (what its derive fills in from the crate it runs in).
+    api.info.contact = None;
+    api.info.license = Some(utoipa::openapi::License::new(env!("CARGO_PKG_LICENSE")));
     api.info.description = Some(format!(
         "The REST API of the fantasy {service}. Every error answers \
          {{\"error\": {{\"code\", \"message\"}}}}."
@@ -155,14 +158,22 @@ fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
 
 /// `GET /openapi.json`, answering `api`.
 pub fn route(api: OpenApi) -> Router {
-    let body = api
-        .to_json()
-        .expect("an OpenAPI document serializes to JSON");
+    let body = serde_json::to_value(&api).unwrap_or_default();
+    route_with(move || body.clone())
+}
+
+/// `GET /openapi.json`, answering what `document` makes at the time of the
+/// request (a document that follows the service's state: the predictor's
+/// feature width follows the model it serves).
+pub fn route_with<F>(document: F) -> Router
+where
+    F: Fn() -> serde_json::Value + Clone + Send + Sync + 'static,
+{
     Router::new().route(
         "/openapi.json",
         get(move || {
-            let body = body.clone();
-            async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
+            let document = document.clone();
+            async move { axum::Json(document()) }
         }),
     )
 }

@@ -24,6 +24,10 @@ use tokio::sync::oneshot;
 use crate::model::{ModelInfo, ModelSpec, inspect, probe, run_rows, sha256_hex};
 use crate::{BatcherConfig, InferenceError, Runtime};
 
+/// The largest magnitude a feature may have (the features of the stack's
+/// feature sets are ratings, differences and rates, far below it).
+pub const FEATURE_LIMIT: f32 = 1e6;
+
 /// Why one request got no prediction.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum PredictError {
@@ -37,6 +41,11 @@ pub enum PredictError {
     FeatureCount { expected: usize, got: usize },
     #[error("feature {col} of row {row} is {value}: not a finite number")]
     NonFinite { row: usize, col: usize, value: f32 },
+    /// A finite feature beyond [`FEATURE_LIMIT`]: no model of ours was
+    /// trained anywhere near it, and its score could overflow (the
+    /// probability would be NaN, failing the whole batch it ran in).
+    #[error("feature {col} of row {row} is {value}: beyond ±{FEATURE_LIMIT}")]
+    OutOfRange { row: usize, col: usize, value: f32 },
     /// The batch this request ran in failed (the cause is logged).
     #[error("inference failed")]
     Failed(String),
@@ -180,6 +189,13 @@ impl Batcher {
         }
         if let Some(i) = features.iter().position(|f| !f.is_finite()) {
             return Err(PredictError::NonFinite {
+                row: i / n,
+                col: i % n,
+                value: features[i],
+            });
+        }
+        if let Some(i) = features.iter().position(|f| f.abs() > FEATURE_LIMIT) {
+            return Err(PredictError::OutOfRange {
                 row: i / n,
                 col: i % n,
                 value: features[i],

@@ -22,7 +22,7 @@ pub mod model;
 pub mod runtime;
 pub mod scorer;
 
-pub use batcher::{Batcher, PredictError};
+pub use batcher::{Batcher, FEATURE_LIMIT, PredictError};
 pub use engine::Engine;
 pub use model::{ModelInfo, ModelSpec, OutputKind, sha256_hex};
 pub use runtime::{Device, Runtime};

@@ -11,7 +11,7 @@ use fantasy_http::auth::{Authenticator, authenticate};
 use fantasy_http::layers::rate_limit;
 use fantasy_http::openapi::{self, Access};
 use fantasy_http::{ApiError, ApiJson, RateLimiter};
-use fantasy_inference::{Engine, ModelInfo, PredictError};
+use fantasy_inference::{Engine, FEATURE_LIMIT, ModelInfo, PredictError};
 use fantasy_messages::Prediction;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -84,6 +84,12 @@ fn predict_error(e: PredictError) -> ApiError {
                 "features[{col}] of item {row} is {value}; every feature must be a finite number"
             ),
         ),
+        PredictError::OutOfRange { row, col, value } => ApiError::bad_request(
+            "feature_out_of_range",
+            format!(
+                "features[{col}] of item {row} is {value}; every feature must be within ±{FEATURE_LIMIT}"
+            ),
+        ),
         PredictError::Overloaded => ApiError::overloaded(
             "the inference queue is full; retry shortly",
             Duration::from_secs(1),
@@ -106,7 +112,7 @@ fn predict_error(e: PredictError) -> ApiError {
     request_body = PredictRequest,
     responses(
         (status = 200, description = "The probability", body = PredictResponse),
-        (status = 400, description = "Malformed body, wrong feature count (`wrong_feature_count`) or a feature that is not finite (`non_finite_feature`)", body = fantasy_http::openapi::ErrorBody),
+        (status = 400, description = "Malformed body, wrong feature count (`wrong_feature_count`) a feature that is not finite (`non_finite_feature`) or beyond ±1e6 (`feature_out_of_range`)", body = fantasy_http::openapi::ErrorBody),
         (status = 503, description = "No model loaded yet (`no_model`), a model swap (`stopping`), a full inference queue (`overloaded`), or the request timed out", body = fantasy_http::openapi::ErrorBody),
     )
 )]
@@ -244,14 +250,30 @@ pub fn router(
     auth: Arc<Authenticator>,
     limiter: Option<Arc<RateLimiter>>,
 ) -> Router {
-    let rate_limited = limiter.is_some();
-    let (mut api, doc) = routes().with_state(state).split_for_parts();
+    let base =
+        serde_json::to_value(openapi(limiter.is_some(), state.max_batch_items)).unwrap_or_default();
+    let engine = Arc::clone(&state.engine);
+    let (mut api, _) = routes().with_state(state).split_for_parts();
     if let Some(limiter) = limiter {
         api = api.layer(middleware::from_fn_with_state(limiter, rate_limit));
     }
-    let doc = openapi::document(doc, "predictor", Access::Token, rate_limited);
     api.layer(middleware::from_fn_with_state(auth, authenticate))
-        .merge(openapi::route(doc))
+        .merge(openapi::route_with(move || {
+            with_feature_width(base.clone(), engine.info().map(|i| i.n_features))
+        }))
+}
+
+/// `doc` with `features` of exactly `width` numbers, the width of the model
+/// being served (unknown, and left open, before the first model).
+pub fn with_feature_width(mut doc: serde_json::Value, width: Option<usize>) -> serde_json::Value {
+    if let Some(width) = width
+        && let Some(features) =
+            doc.pointer_mut("/components/schemas/PredictRequest/properties/features")
+    {
+        features["minItems"] = width.into();
+        features["maxItems"] = width.into();
+    }
+    doc
 }
 
 fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -262,8 +284,23 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(active_model))
 }
 
-/// The API's OpenAPI document (what `GET /openapi.json` answers).
-pub fn openapi(rate_limited: bool) -> utoipa::openapi::OpenApi {
+/// The API's OpenAPI document (what `GET /openapi.json` answers, before
+/// [`with_feature_width`]): batches of 1 to `max_batch_items` items, and
+/// features within ±[`FEATURE_LIMIT`] (`feature_out_of_range` otherwise).
+pub fn openapi(rate_limited: bool, max_batch_items: usize) -> serde_json::Value {
     let (_, doc) = routes().split_for_parts();
-    openapi::document(doc, "predictor", Access::Token, rate_limited)
+    let doc = openapi::document(doc, "predictor", Access::Token, rate_limited);
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    let schemas = "/components/schemas";
+    if let Some(items) = doc.pointer_mut(&format!("{schemas}/BatchRequest/properties/items")) {
+        items["minItems"] = 1.into();
+        items["maxItems"] = max_batch_items.into();
+    }
+    if let Some(feature) = doc.pointer_mut(&format!(
+        "{schemas}/PredictRequest/properties/features/items"
+    )) {
+        feature["minimum"] = f64::from(-FEATURE_LIMIT).into();
+        feature["maximum"] = f64::from(FEATURE_LIMIT).into();
+    }
+    doc
 }

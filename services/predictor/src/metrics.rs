@@ -21,7 +21,7 @@ pub const METRICS: &[MetricDef] = &[
     // the games stream
     MetricDef::counter(
         "predictor_stream_skipped_total",
-        "Games from the stream not predicted, by reason (final, feature_set, feature_count)",
+        "Games from the stream not predicted, by reason (final, feature_set, feature_count, feature_range)",
     ),
     MetricDef::histogram(
         "predictor_stream_sink_seconds",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use fantasy_cache::Cache;
 use fantasy_db::Db;
-use fantasy_inference::Engine;
+use fantasy_inference::{Engine, FEATURE_LIMIT};
 use fantasy_kafka::{Handler, NotYet, Producer, Record};
 use fantasy_messages::{Game, GameStatus, Prediction, SchemaVersion};
 
@@ -115,6 +115,11 @@ impl GamesHandler {
             if g.features.len() != width {
                 skip("feature_count");
                 tracing::warn!(game_id = %g.game_id, got = g.features.len(), want = width, "wrong feature count; skipping");
+                continue;
+            }
+            if g.features.iter().any(|f| f.abs() > FEATURE_LIMIT) {
+                skip("feature_range");
+                tracing::warn!(game_id = %g.game_id, "a feature is beyond ±{FEATURE_LIMIT}; skipping");
                 continue;
             }
             self.rows.extend_from_slice(&g.features);
