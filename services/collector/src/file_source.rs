@@ -23,7 +23,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -291,22 +291,20 @@ struct Raw {
     updated_at: Option<String>,
 }
 
-/// An open file, positioned after some data records.
+/// An open file (or, for the fuzz targets, bytes in memory), positioned
+/// after some data records.
 #[derive(Debug)]
-enum Records {
+enum Records<R = File> {
     // Boxed: the csv reader carries its buffers inline.
-    Csv(Box<CsvRecords>),
-    Ndjson(NdjsonRecords),
+    Csv(Box<CsvRecords<R>>),
+    Ndjson(NdjsonRecords<R>),
 }
 
 impl Records {
     fn open(cfg: &FileSourceConfig) -> anyhow::Result<Self> {
         let file = File::open(&cfg.path)
             .with_context(|| format!("{}: cannot open {}", cfg.name, cfg.path.display()))?;
-        Ok(match cfg.format {
-            FileFormat::Csv => Records::Csv(Box::new(CsvRecords::new(cfg, file)?)),
-            FileFormat::Ndjson => Records::Ndjson(NdjsonRecords::new(file)),
-        })
+        Self::from_reader(cfg, file)
     }
 
     /// Opens the file and skips `position` data records (fewer when the file
@@ -319,6 +317,17 @@ impl Records {
             }
         }
         Ok(records)
+    }
+}
+
+impl<R: Read> Records<R> {
+    /// Starts reading `reader` laid out as `cfg.format` (for CSV, reads and
+    /// checks the header).
+    fn from_reader(cfg: &FileSourceConfig, reader: R) -> anyhow::Result<Self> {
+        Ok(match cfg.format {
+            FileFormat::Csv => Records::Csv(Box::new(CsvRecords::new(cfg, reader)?)),
+            FileFormat::Ndjson => Records::Ndjson(NdjsonRecords::new(reader)),
+        })
     }
 
     /// Consumes one data record without reading it; false at the end.
@@ -387,15 +396,15 @@ struct Columns {
 }
 
 #[derive(Debug)]
-struct CsvRecords {
+struct CsvRecords<R = File> {
     // The csv reader buffers on its own, so it gets the bare file.
-    reader: csv::Reader<File>,
+    reader: csv::Reader<R>,
     columns: Columns,
     record: csv::ByteRecord,
 }
 
-impl CsvRecords {
-    fn new(cfg: &FileSourceConfig, file: File) -> anyhow::Result<Self> {
+impl<R: Read> CsvRecords<R> {
+    fn new(cfg: &FileSourceConfig, file: R) -> anyhow::Result<Self> {
         let mut reader = csv::ReaderBuilder::new()
             // Records with the wrong field count are rejected one by one
             // (`Columns::width`) instead of failing the reader.
@@ -508,8 +517,8 @@ impl CsvRecords {
 }
 
 #[derive(Debug)]
-struct NdjsonRecords {
-    reader: BufReader<File>,
+struct NdjsonRecords<R = File> {
+    reader: BufReader<R>,
     /// Lines read so far, blank ones included.
     line: u64,
     buf: Vec<u8>,
@@ -523,8 +532,8 @@ enum Line {
     Text,
 }
 
-impl NdjsonRecords {
-    fn new(file: File) -> Self {
+impl<R: Read> NdjsonRecords<R> {
+    fn new(file: R) -> Self {
         Self {
             reader: BufReader::new(file),
             line: 0,
@@ -647,6 +656,40 @@ fn json_text(object: &Map<String, Value>, name: &str) -> Result<Option<String>, 
     }
 }
 
+/// Reads `bytes` as a whole file laid out as `cfg.format`, a batch of
+/// `cfg.batch_size` at a time, as [`FileSource`] reads a file: the games and
+/// the number of records rejected. For the fuzz targets (`fuzz/`), not part
+/// of the API.
+#[doc(hidden)]
+pub fn read_bytes(cfg: &FileSourceConfig, bytes: &[u8]) -> anyhow::Result<(Vec<SourceGame>, u64)> {
+    if cfg.batch_size == 0 {
+        bail!("{}: the batch size must be at least 1", cfg.name);
+    }
+    let mut records = Records::from_reader(cfg, bytes)?;
+    let (mut games, mut rejected, mut position) = (Vec::new(), 0, 0);
+    loop {
+        let chunk = records.read_batch(cfg, position)?;
+        if chunk.consumed == 0 {
+            return Ok((games, rejected));
+        }
+        position += chunk.consumed;
+        rejected += chunk.rejected.len() as u64;
+        games.extend(chunk.games);
+    }
+}
+
+/// The number of data records in `bytes` as [`Source::resume`] counts them
+/// when it skips (for the fuzz targets: it must agree with [`read_bytes`]).
+#[doc(hidden)]
+pub fn count_bytes(cfg: &FileSourceConfig, bytes: &[u8]) -> anyhow::Result<u64> {
+    let mut records = Records::from_reader(cfg, bytes)?;
+    let mut count = 0;
+    while records.skip().with_context(|| read_error(cfg))? {
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// Checks a record and makes the game of it.
 fn game(raw: Raw, cfg: &FileSourceConfig) -> Result<SourceGame, String> {
     let required = |v: Option<String>, name: &str| v.ok_or_else(|| format!("no `{name}`"));
@@ -744,6 +787,31 @@ mod tests {
             away_team: Some("NY".into()),
             scheduled_at: Some("2024-10-22".into()),
             ..Raw::default()
+        }
+    }
+
+    #[test]
+    fn bytes_in_memory_read_as_the_file_does_and_skipping_counts_the_same() {
+        for (format, bytes) in [
+            (
+                FileFormat::Csv,
+                &include_bytes!("../fixtures/history/sample.csv")[..],
+            ),
+            (
+                FileFormat::Ndjson,
+                &include_bytes!("../fixtures/history/sample.ndjson")[..],
+            ),
+        ] {
+            let cfg = FileSourceConfig {
+                format,
+                batch_size: 5,
+                ..cfg()
+            };
+            let (games, rejected) = read_bytes(&cfg, bytes).unwrap();
+            // The fixtures' 18 records: 12 games, 6 malformed (as the file
+            // source's own tests find them).
+            assert_eq!((games.len(), rejected), (12, 6), "{format:?}");
+            assert_eq!(count_bytes(&cfg, bytes).unwrap(), 18, "{format:?}");
         }
     }
 
