@@ -12,11 +12,13 @@
 //! string, and its `channels` claim limits what a client may subscribe to.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::token;
 use fantasy_config::Profile;
-use fantasy_http::auth::{AuthConfig, Authenticator, Claims};
 use fantasy_http::openapi::{Access, BEARER};
 use fantasy_testkit::{READY_WITHIN, Rig, Spawned, env_with};
 use futures::{SinkExt as _, StreamExt as _};
@@ -70,21 +72,6 @@ const CALLERS: [Caller; 5] = [
     Caller::User,
     Caller::Admin,
 ];
-
-fn token(secret: &str, admin: bool, expires_in: i64, channels: Option<&[&str]>) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    Authenticator::new(&AuthConfig::with_secret(secret))
-        .issue(&Claims {
-            sub: "authz-test".into(),
-            exp: u64::try_from(now + expires_in).unwrap(),
-            admin,
-            channels: channels.map(|c| c.iter().map(|s| (*s).to_owned()).collect()),
-        })
-        .unwrap()
-}
 
 impl Caller {
     fn token(self) -> Option<String> {
@@ -308,30 +295,20 @@ async fn the_stream_refuses_bad_tokens_and_holds_clients_to_their_channels() {
     // A client limited to one sport may not subscribe to another's games.
     let limited = token(SECRET, false, 600, Some(&["sport:nfl"]));
     let (mut ws, _) = connect(Some(limited)).await.unwrap();
-    ws.send(Message::text(
-        r#"{"op":"subscribe","channels":["sport:nba"]}"#,
-    ))
-    .await
-    .unwrap();
-    let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("an answer to the subscribe")
-        .unwrap()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    let mut subscribe = async |channel: &str| {
+        let op = serde_json::json!({"op": "subscribe", "channels": [channel]});
+        ws.send(Message::text(op.to_string())).await.unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an answer to the subscribe")
+            .unwrap()
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(frame.to_text().unwrap()).unwrap()
+    };
+    let v = subscribe("sport:nba").await;
     assert_eq!(v["type"], "error", "{v}");
     assert_eq!(v["code"], "forbidden_channel", "{v}");
-    ws.send(Message::text(
-        r#"{"op":"subscribe","channels":["sport:nfl"]}"#,
-    ))
-    .await
-    .unwrap();
-    let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("an answer to the subscribe")
-        .unwrap()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    let v = subscribe("sport:nfl").await;
     assert_eq!(v["type"], "subscribed", "{v}");
     drop(ws);
     app.stop().await.unwrap();

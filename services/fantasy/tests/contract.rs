@@ -14,9 +14,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use fantasy_http::auth::{AuthConfig, Authenticator, Claims};
+use std::time::Duration;
 
 const SECRET: &str = "contract-test-secret-0123456789abcdef";
 
@@ -50,18 +48,7 @@ async fn every_service_keeps_its_published_contract_under_schemathesis() {
     )
     .await;
     let e = stack.up(Duration::from_secs(120)).await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let admin = Authenticator::new(&AuthConfig::with_secret(SECRET))
-        .issue(&Claims {
-            sub: "schemathesis".into(),
-            exp: now + 3600,
-            admin: true,
-            channels: None,
-        })
-        .unwrap();
+    let admin = common::token(SECRET, true, 3600, None);
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261202".into());
     let examples = std::env::var("SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "25".into());
     let st_dir = st.clone();

@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::procs::{Broker, Proc};
+use common::token;
 use fantasy_db::testing::TestDb;
-use fantasy_http::auth::{AuthConfig, Authenticator, Claims};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -19,21 +19,6 @@ const JWT_SECRET: &str = "jwt-secret-4b1f9e27c3d85a60e1b7f2c94d0a6e38";
 const PG_PASSWORD: &str = "pg-password-8d2c61fa";
 const REDIS_PASSWORD: &str = "redis-password-5a93e0c7";
 const AWS_SECRET: &str = "aws-secret-key-e7c1b2d9f04a";
-
-fn token(secret: &str, admin: bool, expires_in: i64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    Authenticator::new(&AuthConfig::with_secret(secret))
-        .issue(&Claims {
-            sub: "secrets-test".into(),
-            exp: u64::try_from(now + expires_in).unwrap(),
-            admin,
-            channels: None,
-        })
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_and_no_token_reaches_the_logs() {
@@ -84,10 +69,10 @@ async fn no_secret_and_no_token_reaches_the_logs() {
     collector.wait_ready(Duration::from_secs(60)).await;
     predictor.wait_ready(Duration::from_secs(120)).await;
 
-    let admin = token(JWT_SECRET, true, 600);
-    let user = token(JWT_SECRET, false, 600);
-    let expired = token(JWT_SECRET, true, -600);
-    let forged = token("another-secret-of-at-least-32-bytes!!", true, 600);
+    let admin = token(JWT_SECRET, true, 600, None);
+    let user = token(JWT_SECRET, false, 600, None);
+    let expired = token(JWT_SECRET, true, -600, None);
+    let forged = token("another-secret-of-at-least-32-bytes!!", true, 600, None);
     let tokens = [&admin, &user, &expired, &forged];
     let http = reqwest::Client::new();
     let call = |method: reqwest::Method, url: String, bearer: Option<&String>| {

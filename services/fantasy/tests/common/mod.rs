@@ -1,6 +1,7 @@
-//! The whole stack in this test's process (`fantasy up` on free ports), on a
-//! database and a Redis prefix of its own, stopped and cleaned up when the
-//! test ends, pass or fail.
+//! What the stack-wide tests share: the whole stack in this test's process
+//! ([`Stack`]: `fantasy up` on free ports, on a database and a Redis prefix
+//! of its own, stopped and cleaned up when the test ends, pass or fail), the
+//! stack as processes ([`procs`]), and tokens ([`token`]).
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod procs;
@@ -10,8 +11,26 @@ use std::time::Duration;
 use fantasy::up::{self, Endpoints, UpArgs};
 use fantasy_config::Env;
 use fantasy_db::testing::TestDb;
+use fantasy_http::auth::{AuthConfig, Authenticator, Claims};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// An HS256 token signed with `secret`, expiring `expires_in` seconds from
+/// now (negative: already expired).
+pub fn token(secret: &str, admin: bool, expires_in: i64, channels: Option<&[&str]>) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    Authenticator::new(&AuthConfig::with_secret(secret))
+        .issue(&Claims {
+            sub: "fantasy-test".into(),
+            exp: u64::try_from(now + expires_in).unwrap(),
+            admin,
+            channels: channels.map(|c| c.iter().map(|s| (*s).to_owned()).collect()),
+        })
+        .unwrap()
+}
 
 pub struct Stack {
     pub db: TestDb,
