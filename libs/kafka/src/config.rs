@@ -78,7 +78,9 @@ pub struct KafkaConfig {
     /// message before reporting it failed.
     pub delivery_timeout: Duration,
     /// `KAFKA_REQUEST_TIMEOUT`: how long metadata and admin requests wait for
-    /// the cluster (start-up checks, topic creation).
+    /// the cluster (start-up checks, topic creation), and how long any
+    /// request waits for a broker's answer before it is sent again on a new
+    /// connection (`socket.timeout.ms`).
     pub request_timeout: Duration,
     /// `KAFKA_STALL_AFTER`: how long messages may wait on a partition with
     /// its group's committed offset unchanged before `/ready` calls the
@@ -156,7 +158,19 @@ impl KafkaConfig {
             // Resolve each broker address to all its IPs; needed behind Swarm's
             // DNS round robin.
             .set("client.dns.lookup", "use_all_dns_ips")
-            .set("log.connection.close", "false");
+            .set("log.connection.close", "false")
+            // A request a broker never answers (it went away with the
+            // request in flight, and came back) is given up on after this,
+            // and sent again on a new connection. librdkafka's 60 s default
+            // held the stream up for over a minute after a broker that was
+            // down for 10 s came back (the fault matrix, kafka_broker_down).
+            .set(
+                "socket.timeout.ms",
+                self.request_timeout
+                    .as_millis()
+                    .clamp(10, 300_000)
+                    .to_string(),
+            );
         c
     }
 
@@ -257,6 +271,21 @@ mod tests {
             names,
             ["KAFKA_EXTRA", "KAFKA_PARTITIONS", "KAFKA_COMPRESSION"]
         );
+    }
+
+    #[test]
+    fn every_client_gives_up_on_an_unanswered_request_after_the_request_timeout() {
+        let env = Env::from_pairs([("KAFKA_REQUEST_TIMEOUT", "4s")]);
+        let mut p = Parser::new(&env);
+        let cfg = KafkaConfig::from_env(&mut p, "predictor");
+        assert_eq!(cfg.client_config().get("socket.timeout.ms"), Some("4000"));
+        let env = Env::from_pairs([("KAFKA_EXTRA", "socket.timeout.ms=900")]);
+        let mut p = Parser::new(&env);
+        let cfg = KafkaConfig::from_env(&mut p, "predictor");
+        let mut c = cfg.client_config();
+        assert_eq!(c.get("socket.timeout.ms"), Some("10000"));
+        cfg.apply_extra(&mut c);
+        assert_eq!(c.get("socket.timeout.ms"), Some("900"));
     }
 
     #[test]
