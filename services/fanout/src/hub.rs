@@ -119,7 +119,34 @@ struct HubMetrics {
     deliveries: metrics::Counter,
     slow: metrics::Counter,
     undecodable: metrics::Counter,
+    repeated: metrics::Counter,
     subscriptions: metrics::Gauge,
+}
+
+/// A game's latest prediction, as the hub last published it: what a
+/// snapshot covers, and what a redelivered record repeats.
+#[derive(Debug)]
+struct Latest {
+    sport: String,
+    /// `predicted_at`, µs since the epoch.
+    predicted_us: i64,
+    /// `event_produced_at` (the game event it answers), else `predicted_at`.
+    event_us: i64,
+    model_version: String,
+}
+
+impl Latest {
+    /// Whether `p` repeats what was published already: the same game event
+    /// predicted by the same model, or an earlier event than the latest.
+    /// A predictor that failed between announcing a batch and committing
+    /// its offsets (a SIGKILL, a producer timeout after the broker came
+    /// back) announces those games again, with the same event times; each
+    /// game's records are on one partition, in order, so every replica
+    /// makes the same call.
+    fn repeated_by(&self, p: &Prediction, event_us: i64) -> bool {
+        event_us < self.event_us
+            || (event_us == self.event_us && p.model_version == self.model_version)
+    }
 }
 
 /// The channels of one fanout process.
@@ -131,7 +158,7 @@ pub struct Hub {
     known_from: Vec<i64>,
     /// Latest prediction time per game, with its sport: what a snapshot
     /// covers.
-    latest: Mutex<HashMap<String, (String, i64)>>,
+    latest: Mutex<HashMap<String, Latest>>,
     limits: Limits,
     next_id: AtomicU64,
     metrics: HubMetrics,
@@ -176,6 +203,7 @@ impl Hub {
                 deliveries: metrics::counter!("fanout_messages_out_total"),
                 slow: metrics::counter!("fanout_slow_closes_total"),
                 undecodable: metrics::counter!("fanout_undecodable_total"),
+                repeated: metrics::counter!("fanout_repeated_total"),
                 subscriptions: metrics::gauge!("fanout_subscriptions"),
             },
         }
@@ -227,6 +255,9 @@ impl Hub {
             }
         };
         let produced_us = prediction.predicted_at.timestamp_micros();
+        let event_us = prediction
+            .event_produced_at
+            .map_or(produced_us, |t| t.timestamp_micros());
         let received = Instant::now();
         // Held until the position has advanced: a subscriber (which takes
         // this lock first) sees either none of this record's frames and the
@@ -234,6 +265,15 @@ impl Hub {
         // Without it, one that subscribed to `all` between the delivery and
         // the advance was told the earlier position and never got the frame.
         let mut positions = lock(&self.positions);
+        let mut latest = lock(&self.latest);
+        if latest
+            .get(&prediction.game_id)
+            .is_some_and(|l| l.repeated_by(&prediction, event_us))
+        {
+            self.metrics.repeated.increment(1);
+            advance(&mut positions, record.partition, record.offset);
+            return;
+        }
         for ch in [
             Channel::Game(prediction.game_id.clone()),
             Channel::Sport(prediction.sport.clone()),
@@ -255,9 +295,15 @@ impl Hub {
         }
         advance(&mut positions, record.partition, record.offset);
         drop(positions);
-        if let Ok(mut latest) = self.latest.lock() {
-            latest.insert(prediction.game_id, (prediction.sport, produced_us));
-        }
+        latest.insert(
+            prediction.game_id,
+            Latest {
+                sport: prediction.sport,
+                predicted_us: produced_us,
+                event_us,
+                model_version: prediction.model_version,
+            },
+        );
     }
 
     /// Routes one `metrics` record to the `metrics` channel.
@@ -435,11 +481,11 @@ impl Hub {
                 };
                 let mut games: Vec<(&String, i64)> = latest
                     .iter()
-                    .filter(|(_, (sport, _))| match ch {
-                        Channel::Sport(s) => s == sport,
+                    .filter(|(_, l)| match ch {
+                        Channel::Sport(s) => *s == l.sport,
                         _ => true,
                     })
-                    .map(|(id, (_, at))| (id, *at))
+                    .map(|(id, l)| (id, l.predicted_us))
                     .collect();
                 games.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
                 games
@@ -468,7 +514,7 @@ impl Hub {
         let horizon = chrono::Utc::now().timestamp_micros()
             - Duration::from_secs(24 * 3600).as_micros() as i64;
         if let Ok(mut latest) = self.latest.lock() {
-            latest.retain(|_, (_, at)| *at >= horizon);
+            latest.retain(|_, l| l.predicted_us >= horizon);
         }
     }
 }
@@ -480,6 +526,60 @@ mod tests {
     use super::*;
     use fantasy_kafka::TailRecord;
     use fantasy_messages::testing::prediction;
+
+    /// A prediction by `model` of `game`'s event number `event`.
+    fn event(game: &str, event: i64, model: &str) -> Prediction {
+        let mut p = prediction(game, 0.6);
+        p.event_produced_at = Some(chrono::DateTime::UNIX_EPOCH + chrono::Duration::seconds(event));
+        p.model_version = model.into();
+        p
+    }
+
+    fn record(partition: i32, offset: i64, p: &Prediction) -> TailRecord {
+        TailRecord {
+            partition,
+            offset,
+            timestamp_ms: None,
+            key: None,
+            payload: Some(fantasy_messages::encode(p).unwrap()),
+            trace: None,
+        }
+    }
+
+    /// A predictor that fails after announcing and before committing
+    /// announces the same game events again: subscribers get each once, and
+    /// the positions move past the repeats (a client resuming after one
+    /// is not sent it either). A new event, or a new model's prediction of
+    /// the same event, goes out.
+    #[test]
+    fn a_redelivered_prediction_is_passed_over_and_new_ones_go_out() {
+        let hub = Hub::new(Limits::default(), &[0]);
+        let (conn, mut rx) = hub.connect();
+        hub.subscribe(&conn, &Channel::All, None);
+        let published = [
+            event("g1", 1, "v1"),
+            event("g2", 1, "v1"),
+            event("g1", 1, "v1"), // redelivered
+            event("g2", 1, "v1"), // redelivered
+            event("g1", 0, "v1"), // an older event, redelivered late
+            event("g1", 2, "v1"), // the game's next event
+            event("g1", 2, "v2"), // the same event by a new model
+        ];
+        for (offset, p) in published.iter().enumerate() {
+            hub.publish(&record(0, offset as i64, p));
+        }
+        let mut got = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            got.push(frame.offset);
+        }
+        assert_eq!(got, [0, 1, 5, 6]);
+        let since = BTreeMap::from([(0, 1)]);
+        let resumed = hub.subscribe(&hub.connect().0, &Channel::All, Some(&since));
+        assert_eq!(resumed.recovered, Some(true));
+        let replayed: Vec<i64> = resumed.replay.iter().map(|f| f.offset).collect();
+        assert_eq!(replayed, [5, 6]);
+        assert_eq!(resumed.positions, [6]);
+    }
 
     /// Subscribers joining `all` while records are being published are
     /// told a position and then get every frame after it, none before: the
@@ -494,19 +594,11 @@ mod tests {
             },
             &[0],
         ));
-        let payload = fantasy_messages::encode(&prediction("nba-1", 0.6)).unwrap();
         let publisher = {
             let hub = Arc::clone(&hub);
             std::thread::spawn(move || {
                 for offset in 0..RECORDS {
-                    hub.publish(&TailRecord {
-                        partition: 0,
-                        offset,
-                        timestamp_ms: None,
-                        key: None,
-                        payload: Some(payload.clone()),
-                        trace: None,
-                    });
+                    hub.publish(&record(0, offset, &event("nba-1", offset, "v1")));
                 }
             })
         };

@@ -46,6 +46,10 @@ pub const METRICS: &[MetricDef] = &[
         "fanout_undecodable_total",
         "Predictions the hub could not decode, skipped",
     ),
+    MetricDef::counter(
+        "fanout_repeated_total",
+        "Predictions the hub passed over as repeats of one already published (a predictor's redelivery)",
+    ),
     MetricDef::gauge("fanout_subscriptions", "Channel subscriptions held"),
     MetricDef::gauge(
         "fanout_channels",

@@ -209,9 +209,12 @@ impl Infra {
     }
 }
 
+/// A prediction of a new game event (the hub passes over a repeat of an
+/// event already published).
 pub fn pred(game_id: &str, sport: &str, prob: f32) -> Prediction {
     let mut p = prediction(game_id, prob);
     p.sport = sport.into();
+    p.event_produced_at = Some(chrono::Utc::now());
     p
 }
 
