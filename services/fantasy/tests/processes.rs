@@ -11,55 +11,14 @@
 
 mod common;
 
-use common::procs::{Broker, Proc, binary, free_port};
+use common::procs::{Broker, Proc, binary, client, free_port};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fantasy_db::testing::TestDb;
-use futures::{SinkExt as _, StreamExt as _};
-use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
-
-/// A WebSocket client on `all` that reconnects and resubscribes with the
-/// positions it has seen; keeps every prediction frame.
-async fn client(addr: String, frames: Arc<Mutex<Vec<Value>>>, recovered: Arc<Mutex<Vec<bool>>>) {
-    let mut positions: BTreeMap<String, i64> = BTreeMap::new();
-    loop {
-        let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let Ok((mut ws, _)) =
-            tokio_tungstenite::client_async(format!("ws://{addr}/v1/stream"), tcp).await
-        else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let since = serde_json::json!({ "all": positions });
-        let sub = serde_json::json!({"op": "subscribe", "channels": ["all"], "since": since});
-        if ws.send(Message::text(sub.to_string())).await.is_err() {
-            continue;
-        }
-        while let Some(Ok(frame)) = ws.next().await {
-            let Message::Text(t) = frame else { continue };
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            match v["type"].as_str() {
-                Some("subscribed") => recovered.lock().unwrap().push(v["recovered"] == true),
-                Some("prediction") => {
-                    let p = v["position"]["partition"].as_i64().unwrap().to_string();
-                    let o = v["position"]["offset"].as_i64().unwrap();
-                    let e = positions.entry(p).or_insert(-1);
-                    *e = (*e).max(o);
-                    frames.lock().unwrap().push(v);
-                }
-                _ => {}
-            }
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_binaries_and_a_broker_survive_restarts_without_loss_or_duplicates() {

@@ -1,9 +1,11 @@
 //! What the stack-wide tests share: the whole stack in this test's process
 //! ([`Stack`]: `fantasy up` on free ports, on a database and a Redis prefix
 //! of its own, stopped and cleaned up when the test ends, pass or fail), the
-//! stack as processes ([`procs`]), and tokens ([`token`]).
+//! stack as processes ([`procs`]), dependencies a test can break
+//! ([`faults`]), and tokens ([`token`]).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod faults;
 pub mod procs;
 
 use std::time::Duration;

@@ -2,10 +2,16 @@
 //! binaries (built next to `fantasy` by `cargo nextest run --workspace`).
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
 
 pub const FANTASY: &str = env!("CARGO_BIN_EXE_fantasy");
 
@@ -25,6 +31,48 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A WebSocket client on `all` that reconnects and resubscribes with the
+/// positions it has seen; keeps every prediction frame.
+pub async fn client(
+    addr: String,
+    frames: Arc<Mutex<Vec<Value>>>,
+    recovered: Arc<Mutex<Vec<bool>>>,
+) {
+    let mut positions: BTreeMap<String, i64> = BTreeMap::new();
+    loop {
+        let Ok(tcp) = tokio::net::TcpStream::connect(&addr).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok((mut ws, _)) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/v1/stream"), tcp).await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let since = serde_json::json!({ "all": positions });
+        let sub = serde_json::json!({"op": "subscribe", "channels": ["all"], "since": since});
+        if ws.send(Message::text(sub.to_string())).await.is_err() {
+            continue;
+        }
+        while let Some(Ok(frame)) = ws.next().await {
+            let Message::Text(t) = frame else { continue };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            match v["type"].as_str() {
+                Some("subscribed") => recovered.lock().unwrap().push(v["recovered"] == true),
+                Some("prediction") => {
+                    let p = v["position"]["partition"].as_i64().unwrap().to_string();
+                    let o = v["position"]["offset"].as_i64().unwrap();
+                    let e = positions.entry(p).or_insert(-1);
+                    *e = (*e).max(o);
+                    frames.lock().unwrap().push(v);
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// A service process; its output goes to `<dir>/<name>.log`.
@@ -77,6 +125,23 @@ impl Proc {
             assert!(Instant::now() < deadline, "{} ignored {sig}", self.name);
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Its `/ready` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        let http = reqwest::Client::new();
+        http.get(format!("http://{}/ready", self.addr))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    }
+
+    /// The process is running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     pub async fn wait_ready(&self, within: Duration) {
