@@ -32,7 +32,7 @@
 mod common;
 
 use common::faults::{Partition, Postgres, Redis};
-use common::procs::{Proc, client};
+use common::procs::{Proc, client, stack_env};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -88,24 +88,15 @@ async fn cell(name: &str, fault: Fault) {
         bootstrap_file: None,
     })
     .unwrap();
-    let env: Vec<(String, String)> = [
-        ("KAFKA_BROKERS", broker.bootstrap_servers()),
-        ("KAFKA_CREATE_TOPICS", "false"),
-        ("DATABASE_URL", &pg.url(pg_path.port)),
-        ("REDIS_URL", &redis.url()),
-        ("AUTH_REQUIRED", "false"),
-        (
-            "MODEL_STORE_URL",
-            &format!("file://{}/models", dir.path().display()),
-        ),
-        ("COLLECTOR_SOURCES", SEASON),
-        ("TRAIN_MIN_GAMES", "60"),
-        ("RUST_LOG", "warn"),
-        ("LOG_FORMAT", "json"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let env = stack_env(
+        dir.path(),
+        SEASON,
+        &[
+            ("KAFKA_BROKERS", broker.bootstrap_servers()),
+            ("DATABASE_URL", &pg.url(pg_path.port)),
+            ("REDIS_URL", &redis.url()),
+        ],
+    );
 
     let mut procs: Vec<Proc> = ["fanout", "trainer", "predictor"]
         .into_iter()

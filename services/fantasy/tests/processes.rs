@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::procs::{Broker, Proc, binary, client, free_port};
+use common::procs::{Broker, Proc, binary, client, free_port, stack_env};
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -26,32 +26,18 @@ async fn four_binaries_and_a_broker_survive_restarts_without_loss_or_duplicates(
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new().await.unwrap();
     let broker = Broker::start(4, dir.path());
-    let env: Vec<(String, String)> = [
-        ("KAFKA_BROKERS", broker.addr.as_str()),
-        ("KAFKA_CREATE_TOPICS", "false"),
-        ("DATABASE_URL", db.url.as_str()),
-        (
-            "REDIS_PREFIX",
-            &format!("test:{}:", uuid::Uuid::new_v4().simple()),
-        ),
-        ("AUTH_REQUIRED", "false"),
-        (
-            "MODEL_STORE_URL",
-            &format!("file://{}/models", dir.path().display()),
-        ),
-        // 10 teams: 16 rounds of history (80 games), 14 live rounds (70
-        // games) in about 20 s.
-        (
-            "COLLECTOR_SOURCES",
-            "sim:nba?seed=7&teams=10&games=30&history=16&minutes=0.33&batch=20",
-        ),
-        ("TRAIN_MIN_GAMES", "60"),
-        ("RUST_LOG", "warn"),
-        ("LOG_FORMAT", "json"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    // 10 teams: 16 rounds of history (80 games), 14 live rounds (70 games)
+    // in about 20 s.
+    let env = stack_env(
+        dir.path(),
+        "sim:nba?seed=7&teams=10&games=30&history=16&minutes=0.33&batch=20",
+        &[
+            ("KAFKA_BROKERS", broker.addr.as_str()),
+            ("DATABASE_URL", db.url.as_str()),
+            ("REDIS_PREFIX", &prefix),
+        ],
+    );
 
     let mut fanout = Proc::start("fanout", &env, dir.path());
     let trainer = Proc::start("trainer", &env, dir.path());

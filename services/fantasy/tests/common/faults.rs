@@ -73,7 +73,8 @@ impl Postgres {
         pg
     }
 
-    fn ctl(&self, args: &[&str]) {
+    /// `pg_ctl -D <data> <args>`, as the `postgres` user when needed.
+    fn pg_ctl(&self, args: &[&str]) -> Command {
         let pg_ctl = self.bin.join("pg_ctl");
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
@@ -82,11 +83,15 @@ impl Postgres {
         } else {
             Command::new(pg_ctl)
         };
-        run(cmd
-            .arg("-D")
+        cmd.arg("-D")
             .arg(&self.data)
             .args(args)
-            .stdin(Stdio::null()));
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        run(&mut self.pg_ctl(args));
     }
 
     fn start_server(&self) {
@@ -113,19 +118,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let pg_ctl = self.bin.join("pg_ctl");
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(pg_ctl);
-            c
-        } else {
-            Command::new(pg_ctl)
-        };
-        let _ = cmd
-            .arg("-D")
-            .arg(&self.data)
-            .args(["stop", "-m", "immediate"])
-            .output();
+        let _ = self.pg_ctl(&["stop", "-m", "immediate"]).output();
     }
 }
 

@@ -75,6 +75,26 @@ pub async fn client(
     }
 }
 
+/// The settings the service processes share: `settings` (the broker,
+/// Postgres, Redis), no authentication, models under `dir`, the collector
+/// on `season`, a first model after 60 games, warnings as JSON.
+pub fn stack_env(dir: &Path, season: &str, settings: &[(&str, &str)]) -> Vec<(String, String)> {
+    let models = format!("file://{}/models", dir.display());
+    [
+        ("KAFKA_CREATE_TOPICS", "false"),
+        ("AUTH_REQUIRED", "false"),
+        ("MODEL_STORE_URL", models.as_str()),
+        ("COLLECTOR_SOURCES", season),
+        ("TRAIN_MIN_GAMES", "60"),
+        ("RUST_LOG", "warn"),
+        ("LOG_FORMAT", "json"),
+    ]
+    .iter()
+    .chain(settings)
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// A service process; its output goes to `<dir>/<name>.log`.
 pub struct Proc {
     pub name: &'static str,
