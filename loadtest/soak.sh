@@ -42,7 +42,8 @@ for _ in $(seq 1 100); do [ -s "$state/bootstrap" ] && break; sleep 0.1; done
 
 # A league of 60 teams, 120 games each (3,600 games): 20 rounds of history,
 # the other 100 rounds paced over the soak (about 2 games a second).
-export KAFKA_BROKERS=$(cat "$state/bootstrap") KAFKA_CREATE_TOPICS=false
+KAFKA_BROKERS=$(cat "$state/bootstrap")
+export KAFKA_BROKERS KAFKA_CREATE_TOPICS=false
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/fantasy_soak
 export REDIS_PREFIX="soak:$$:" AUTH_REQUIRED=false RUST_LOG=warn LOG_FORMAT=json
 export MODEL_STORE_URL="file://$state/models" TRAIN_MIN_GAMES=200
