@@ -265,8 +265,10 @@ impl Hub {
         // Without it, one that subscribed to `all` between the delivery and
         // the advance was told the earlier position and never got the frame.
         let mut positions = lock(&self.positions);
-        let mut latest = lock(&self.latest);
-        if latest
+        // One reader publishes, so nothing changes `latest` between this
+        // look and the insert below; neither holds it across the delivery
+        // (snapshots read it).
+        if lock(&self.latest)
             .get(&prediction.game_id)
             .is_some_and(|l| l.repeated_by(&prediction, event_us))
         {
@@ -295,7 +297,7 @@ impl Hub {
         }
         advance(&mut positions, record.partition, record.offset);
         drop(positions);
-        latest.insert(
+        lock(&self.latest).insert(
             prediction.game_id,
             Latest {
                 sport: prediction.sport,
