@@ -49,6 +49,7 @@ fn prediction() -> Prediction {
         home_win_prob: 0.6234,
         predicted_at: at,
         event_produced_at: Some(at),
+        variant: None,
     }
 }
 

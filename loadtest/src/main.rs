@@ -572,6 +572,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
                 home_win_prob: ((sent * 7919) % 1000) as f32 / 1000.0,
                 predicted_at: now,
                 event_produced_at: Some(now),
+                variant: None,
             });
             sent += 1;
         }

@@ -136,6 +136,7 @@ impl Db {
         let mut probs = Vec::with_capacity(n);
         let mut predicted = Vec::with_capacity(n);
         let mut produced: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+        let mut variants: Vec<Option<&str>> = Vec::with_capacity(n);
         for p in predictions {
             ids.push(p.game_id.as_str());
             versions.push(p.model_version.as_str());
@@ -147,19 +148,22 @@ impl Db {
             probs.push(p.home_win_prob);
             predicted.push(p.predicted_at);
             produced.push(p.event_produced_at);
+            variants.push(p.variant.as_deref());
         }
         let result = sqlx::query(
             r#"
             INSERT INTO predictions (game_id, model_version, sport, league, home_team, away_team,
-                                     scheduled_at, home_win_prob, predicted_at, event_produced_at)
+                                     scheduled_at, home_win_prob, predicted_at, event_produced_at,
+                                     variant)
             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                  $6::text[], $7::timestamptz[], $8::real[], $9::timestamptz[],
-                                 $10::timestamptz[])
+                                 $10::timestamptz[], $11::text[])
             ON CONFLICT (game_id, model_version) DO UPDATE SET
                 sport = EXCLUDED.sport, league = EXCLUDED.league,
                 home_team = EXCLUDED.home_team, away_team = EXCLUDED.away_team,
                 scheduled_at = EXCLUDED.scheduled_at, home_win_prob = EXCLUDED.home_win_prob,
-                predicted_at = EXCLUDED.predicted_at, event_produced_at = EXCLUDED.event_produced_at
+                predicted_at = EXCLUDED.predicted_at, event_produced_at = EXCLUDED.event_produced_at,
+                variant = EXCLUDED.variant
             WHERE predictions.predicted_at <= EXCLUDED.predicted_at
             "#,
         )
@@ -173,6 +177,7 @@ impl Db {
         .bind(&probs)
         .bind(&predicted)
         .bind(&produced)
+        .bind(&variants)
         .execute(self.pool())
         .await
         .context("upserting predictions")?;
@@ -183,7 +188,7 @@ impl Db {
     pub async fn latest_prediction(&self, game_id: &str) -> anyhow::Result<Option<Prediction>> {
         let row = sqlx::query(
             "SELECT game_id, model_version, sport, league, home_team, away_team, scheduled_at,
-                    home_win_prob, predicted_at, event_produced_at
+                    home_win_prob, predicted_at, event_produced_at, variant
              FROM predictions WHERE game_id = $1
              ORDER BY predicted_at DESC LIMIT 1",
         )
@@ -204,6 +209,7 @@ impl Db {
                 home_win_prob: r.try_get("home_win_prob")?,
                 predicted_at: r.try_get("predicted_at")?,
                 event_produced_at: r.try_get("event_produced_at")?,
+                variant: r.try_get("variant")?,
             })
         })
         .transpose()

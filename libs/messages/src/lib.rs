@@ -21,6 +21,6 @@ pub mod testing;
 pub use codec::{DecodeError, EncodeError, Message, SchemaVersion, decode, encode, encode_into};
 pub use topics::{Topic, TopicSpec};
 pub use types::{
-    CalibrationBucket, Game, GameStatus, ModelMetrics, ModelPublished, ModelStatus, Outcome,
-    Prediction, TrainingMetrics,
+    CalibrationBucket, ComparisonStanding, ExperimentStanding, Game, GameStatus, ModelMetrics,
+    ModelPublished, ModelStatus, Outcome, Prediction, TrainingMetrics, VariantStanding,
 };

@@ -3,8 +3,9 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::{
-    Game, GameStatus, ModelMetrics, ModelPublished, ModelStatus, Outcome, Prediction,
-    SchemaVersion, TrainingMetrics,
+    CalibrationBucket, ComparisonStanding, ExperimentStanding, Game, GameStatus, ModelMetrics,
+    ModelPublished, ModelStatus, Outcome, Prediction, SchemaVersion, TrainingMetrics,
+    VariantStanding,
 };
 
 /// A fixed instant, so samples compare equal across calls.
@@ -60,6 +61,7 @@ pub fn prediction(game_id: &str, prob: f32) -> Prediction {
         home_win_prob: prob,
         predicted_at: epoch() + Duration::seconds(1),
         event_produced_at: Some(epoch()),
+        variant: None,
     }
 }
 
@@ -98,5 +100,67 @@ pub fn model_metrics(version: &str) -> ModelMetrics {
         log_loss: 0.63,
         calibration: Vec::new(),
         evaluated_at: epoch(),
+    }
+}
+
+/// A canary experiment's standing: a champion and a challenger at 5%,
+/// `outcomes` games in, the challenger's interval `[lower, upper]`.
+pub fn experiment_standing(outcomes: u64, lower: f64, upper: f64) -> ExperimentStanding {
+    let bucket = |lower: f64, predicted: f64, observed: f64| CalibrationBucket {
+        lower,
+        upper: lower + 0.1,
+        count: outcomes / 4,
+        mean_predicted: predicted,
+        observed_rate: observed,
+    };
+    let variant = |name: &str, role: &str, weight: f64, log_loss: f64| VariantStanding {
+        variant: name.into(),
+        version: format!("v-{name}"),
+        role: role.into(),
+        weight,
+        dropped: false,
+        outcomes,
+        accuracy: 0.66,
+        brier: log_loss / 3.0,
+        log_loss,
+        calibration_error: 0.03,
+        calibration: vec![
+            bucket(0.2, 0.25, 0.22),
+            bucket(0.4, 0.45, 0.47),
+            bucket(0.6, 0.65, 0.61),
+            bucket(0.8, 0.84, 0.86),
+        ],
+    };
+    ExperimentStanding {
+        schema_version: SchemaVersion,
+        model_name: "win-prob".into(),
+        experiment_id: 7,
+        mode: "canary".into(),
+        status: "running".into(),
+        stage: 1,
+        outcomes,
+        variants: vec![
+            variant("champion", "champion", 0.95, 0.62),
+            variant("challenger", "challenger", 0.05, 0.60),
+        ],
+        comparisons: vec![ComparisonStanding {
+            variant: "challenger".into(),
+            n: outcomes,
+            mean: (lower + upper) / 2.0,
+            lower,
+            upper,
+            verdict: if upper < 0.0 {
+                "better"
+            } else if lower > 0.0 {
+                "worse"
+            } else {
+                "undecided"
+            }
+            .into(),
+        }],
+        last_decision: Some(
+            "step: held at 1% for 100 outcomes without being worse: 5% next".into(),
+        ),
+        evaluated_at: epoch() + Duration::hours(6),
     }
 }

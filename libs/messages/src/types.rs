@@ -183,6 +183,11 @@ pub struct Prediction {
     /// `Game::produced_at` of the event this prediction answers; `None` for
     /// predictions not made from a game event.
     pub event_produced_at: Option<DateTime<Utc>>,
+    /// The experiment variant that served it (`champion`, `challenger`,
+    /// ...; docs/experiments.md), absent outside an experiment. Readers of
+    /// schema 1 without this field read it as absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 impl Message for Prediction {
@@ -197,6 +202,9 @@ impl Message for Prediction {
         check_id("game_id", &self.game_id)?;
         check_id("sport", &self.sport)?;
         check_id("model_version", &self.model_version)?;
+        if let Some(variant) = &self.variant {
+            check_id("variant", variant)?;
+        }
         check_probability("home_win_prob", f64::from(self.home_win_prob))
     }
 }
@@ -363,6 +371,93 @@ impl Message for ModelMetrics {
                 && (0.0..=1.0).contains(&b.observed_rate);
             if !ok {
                 return Err(format!("calibration[{i}] is out of range: {b:?}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One variant of a running experiment, as the trainer last judged it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VariantStanding {
+    pub variant: String,
+    pub version: String,
+    /// `champion`, `challenger` or `shadow`.
+    pub role: String,
+    /// The share of games it serves.
+    pub weight: f64,
+    pub dropped: bool,
+    /// Finished games it scored.
+    pub outcomes: u64,
+    pub accuracy: f64,
+    pub brier: f64,
+    pub log_loss: f64,
+    pub calibration_error: f64,
+    /// The reliability diagram.
+    pub calibration: Vec<CalibrationBucket>,
+}
+
+/// A challenger or shadow against the champion: the sequential test's
+/// interval of the mean per-game log-loss difference (variant minus
+/// champion) on `n` paired games.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComparisonStanding {
+    pub variant: String,
+    pub n: u64,
+    pub mean: f64,
+    pub lower: f64,
+    pub upper: f64,
+    /// `better`, `worse` or `undecided`.
+    pub verdict: String,
+}
+
+/// Where a running experiment stands (docs/experiments.md): published on
+/// `metrics` beside [`ModelMetrics`] after each look of the trainer's
+/// sequential test, for the dashboard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentStanding {
+    pub schema_version: SchemaVersion,
+    pub model_name: String,
+    pub experiment_id: i64,
+    /// `split`, `shadow` or `canary`.
+    pub mode: String,
+    /// `running`, `paused`, `promoted`, `stopped` or `inconclusive`.
+    pub status: String,
+    /// The canary's step.
+    pub stage: u32,
+    /// Finished games the champion scored.
+    pub outcomes: u64,
+    pub variants: Vec<VariantStanding>,
+    pub comparisons: Vec<ComparisonStanding>,
+    /// The latest decision: `promote`, `drop`, `stop`, `step`, ... and why.
+    pub last_decision: Option<String>,
+    pub evaluated_at: DateTime<Utc>,
+}
+
+impl Message for ExperimentStanding {
+    const TOPIC: Topic = Topic::Metrics;
+    const KIND: &'static str = "experiment";
+
+    fn key(&self) -> &str {
+        &self.model_name
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        check_id("model_name", &self.model_name)?;
+        for v in &self.variants {
+            check_id("variant", &v.variant)?;
+            check_probability("weight", v.weight)?;
+            check_probability("accuracy", v.accuracy)?;
+            check_probability("brier", v.brier)?;
+            check_non_negative("log_loss", v.log_loss)?;
+        }
+        for c in &self.comparisons {
+            check_id("comparison variant", &c.variant)?;
+            if !(c.lower.is_finite() && c.upper.is_finite() && c.lower <= c.upper) {
+                return Err(format!(
+                    "comparison {} has interval [{}, {}]",
+                    c.variant, c.lower, c.upper
+                ));
             }
         }
         Ok(())

@@ -33,6 +33,19 @@ pub struct Scores {
 }
 
 impl Scores {
+    /// The expected calibration error: the gap between the predicted and
+    /// the observed rate in each bucket, weighted by its games.
+    pub fn calibration_error(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        self.calibration
+            .iter()
+            .map(|b| b.count as f64 * (b.mean_predicted - b.observed_rate).abs())
+            .sum::<f64>()
+            / self.count as f64
+    }
+
     /// Scores `(probability, home_won)` pairs; `None` when there are none.
     /// Pairs with a probability that is not in `[0, 1]` (NaN included) are
     /// left out: `count` says how many were scored.
@@ -52,8 +65,7 @@ impl Scores {
                 hits += 1;
             }
             brier += (p - y) * (p - y);
-            let q = p.clamp(EPS, 1.0 - EPS);
-            log_loss -= if won { q.ln() } else { (1.0 - q).ln() };
+            log_loss += log_loss_of(p, won);
             let b = ((p * buckets as f64) as usize).min(buckets - 1);
             table[b].0 += 1;
             table[b].1 += p;
@@ -83,6 +95,13 @@ impl Scores {
             calibration,
         })
     }
+}
+
+/// One game's log loss (the probability clamped away from 0 and 1, so a
+/// sure miss costs about 34.5, not infinity).
+pub fn log_loss_of(p: f64, won: bool) -> f64 {
+    let q = p.clamp(EPS, 1.0 - EPS);
+    -if won { q.ln() } else { (1.0 - q).ln() }
 }
 
 #[cfg(test)]

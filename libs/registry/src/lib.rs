@@ -9,12 +9,18 @@
 //!   status; at most one active version per model name (the database
 //!   enforces it), activation and rollback in one transaction.
 //!
+//! - [`experiments`]: champion/challenger experiments (`experiments` and
+//!   its tables): variants, sticky assignment of games ([`experiments::bucket`]),
+//!   every variant's predictions, and the decisions with their evidence.
+//!
 //! The trainer writes; the predictor reads the active version at start-up
 //! and whatever `models` announces later.
 
+pub mod experiments;
 mod records;
 mod store;
 
+pub use experiments::{Experiment, ExperimentError, Experiments};
 pub use records::{ModelRecord, Registry, RegistryError};
 pub use store::{ModelStore, StoreError, StoreSettings, fetch_artifact, fetch_artifact_with};
 

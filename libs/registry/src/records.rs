@@ -191,37 +191,9 @@ impl Registry {
         version: &str,
     ) -> Result<ModelRecord, RegistryError> {
         let mut tx = self.db.pool().begin().await?;
-        let exists: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM models WHERE model_name = $1 AND version = $2 FOR UPDATE",
-        )
-        .bind(model_name)
-        .bind(version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if exists.is_none() {
-            return Err(RegistryError::NoSuchVersion {
-                model: model_name.to_owned(),
-                version: version.to_owned(),
-            });
-        }
-        sqlx::query(
-            "UPDATE models SET status = 'retired'
-             WHERE model_name = $1 AND status = 'active' AND version <> $2",
-        )
-        .bind(model_name)
-        .bind(version)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(&format!(
-            "UPDATE models SET status = 'active', activated_at = now()
-             WHERE model_name = $1 AND version = $2 RETURNING {COLUMNS}"
-        ))
-        .bind(model_name)
-        .bind(version)
-        .fetch_one(&mut *tx)
-        .await?;
+        let record = activate_in(&mut tx, model_name, version).await?;
         tx.commit().await.context("activating a model version")?;
-        Ok(ModelRecord::from_row(&row)?)
+        Ok(record)
     }
 
     /// Re-activates the version that was active before the current one;
@@ -242,4 +214,43 @@ impl Registry {
             }),
         }
     }
+}
+
+/// [`Registry::activate`] inside the caller's transaction (an experiment's
+/// promotion ends the experiment in the same one).
+pub(crate) async fn activate_in(
+    tx: &mut sqlx::PgConnection,
+    model_name: &str,
+    version: &str,
+) -> Result<ModelRecord, RegistryError> {
+    let exists: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM models WHERE model_name = $1 AND version = $2 FOR UPDATE",
+    )
+    .bind(model_name)
+    .bind(version)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if exists.is_none() {
+        return Err(RegistryError::NoSuchVersion {
+            model: model_name.to_owned(),
+            version: version.to_owned(),
+        });
+    }
+    sqlx::query(
+        "UPDATE models SET status = 'retired'
+         WHERE model_name = $1 AND status = 'active' AND version <> $2",
+    )
+    .bind(model_name)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query(&format!(
+        "UPDATE models SET status = 'active', activated_at = now()
+         WHERE model_name = $1 AND version = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(model_name)
+    .bind(version)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(ModelRecord::from_row(&row)?)
 }
