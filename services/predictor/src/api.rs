@@ -13,6 +13,8 @@ use fantasy_http::openapi::{self, Access};
 use fantasy_http::{ApiError, ApiJson, RateLimiter};
 use fantasy_inference::{Engine, FEATURE_LIMIT, ModelInfo, PredictError};
 use fantasy_messages::Prediction;
+
+use crate::experiment::{ExperimentState, Pick, ServingView, Shadow, ShadowJob, count_served};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -22,6 +24,10 @@ use utoipa_axum::routes;
 #[derive(Debug)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// The experiment being served, if any.
+    pub experiments: Arc<ExperimentState>,
+    /// The shadow worker's queue.
+    pub shadow: Shadow,
     pub db: Db,
     pub cache: Cache,
     pub max_batch_items: usize,
@@ -48,6 +54,11 @@ pub struct PredictResponse {
     pub model_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feature_set: Option<String>,
+    /// The experiment variant that answered (`champion`, `challenger`,
+    /// ...): present while an experiment runs and the request names its
+    /// `game_id` (a game is always answered by the same variant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 /// `POST /v1/predict/batch`.
@@ -70,6 +81,13 @@ pub struct BatchItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub game_id: Option<String>,
     pub home_win_prob: f32,
+    /// In an experiment: the version that answered this item, when not
+    /// the batch's `model_version`'s variant alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+    /// In an experiment: the variant that answered this item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 fn predict_error(e: PredictError) -> ApiError {
@@ -121,20 +139,36 @@ async fn predict(
     State(state): Shared,
     ApiJson(req): ApiJson<PredictRequest>,
 ) -> Result<Json<PredictResponse>, ApiError> {
-    let batcher = state
-        .engine
-        .current()
+    let pick = state
+        .experiments
+        .pick(&state.engine, req.game_id.as_deref())
         .ok_or_else(|| predict_error(PredictError::NoModel))?;
-    let probs = batcher
+    // The shadows score the same features after the answer, off this path.
+    let live = state
+        .experiments
+        .live()
+        .filter(|l| l.scoring() && l.has_shadows());
+    let shadow_features = live.as_ref().map(|_| req.features.clone());
+    let probs = pick
+        .batcher
         .predict(req.features, 1)
         .await
         .map_err(predict_error)?;
-    let info = batcher.info();
+    if let (Some(live), Some(features)) = (live, shadow_features) {
+        state.shadow.offer(ShadowJob::Rest {
+            live,
+            features,
+            rows: 1,
+        });
+    }
+    count_served(pick.variant.as_deref(), "rest", 1);
+    let info = pick.batcher.info();
     Ok(Json(PredictResponse {
         game_id: req.game_id,
         home_win_prob: probs[0],
         model_version: info.version.clone(),
         feature_set: info.feature_set.clone(),
+        variant: pick.public_variant(),
     }))
 }
 
@@ -164,14 +198,12 @@ async fn predict_batch(
             format!("{n} items; the limit is {}", state.max_batch_items),
         ));
     }
-    let batcher = state
+    let champion = state
         .engine
         .current()
         .ok_or_else(|| predict_error(PredictError::NoModel))?;
-    let width = batcher.n_features();
-    let mut flat = Vec::with_capacity(n * width);
-    let mut ids = Vec::with_capacity(n);
-    for (i, item) in req.items.into_iter().enumerate() {
+    let width = champion.n_features();
+    for (i, item) in req.items.iter().enumerate() {
         if item.features.len() != width {
             return Err(ApiError::bad_request(
                 "wrong_feature_count",
@@ -181,20 +213,74 @@ async fn predict_batch(
                 ),
             ));
         }
-        flat.extend_from_slice(&item.features);
-        ids.push(item.game_id);
     }
-    let probs = batcher.predict(flat, n).await.map_err(predict_error)?;
-    Ok(Json(BatchResponse {
-        model_version: batcher.info().version.clone(),
-        results: ids
-            .into_iter()
-            .zip(probs)
-            .map(|(game_id, home_win_prob)| BatchItem {
+    let live = state.experiments.live();
+    // Items by the model that answers them, in order of first appearance.
+    let mut groups: Vec<(Pick, Vec<usize>, Vec<f32>)> = Vec::new();
+    for (i, item) in req.items.iter().enumerate() {
+        let pick = match (&live, item.game_id.as_deref()) {
+            (Some(l), Some(game_id)) => l.pick(Arc::clone(&champion), game_id),
+            _ => Pick {
+                batcher: Arc::clone(&champion),
+                variant: None,
+                shown: false,
+            },
+        };
+        let at = groups
+            .iter()
+            .position(|g| Arc::ptr_eq(&g.0.batcher, &pick.batcher) && g.0.variant == pick.variant);
+        let at = at.unwrap_or_else(|| {
+            groups.push((pick, Vec::new(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[at].1.push(i);
+        groups[at].2.extend_from_slice(&item.features);
+    }
+    // The shadows score the same rows after the answer, off this path.
+    let shadow = live
+        .clone()
+        .filter(|l| l.scoring() && l.has_shadows())
+        .map(|l| {
+            (
+                l,
+                groups
+                    .iter()
+                    .flat_map(|g| g.2.iter().copied())
+                    .collect::<Vec<f32>>(),
+            )
+        });
+    let answers = futures::future::try_join_all(groups.iter_mut().map(|(pick, idx, rows)| {
+        let rows = std::mem::take(rows);
+        async move { pick.batcher.predict(rows, idx.len()).await }
+    }))
+    .await
+    .map_err(predict_error)?;
+    let mut results: Vec<Option<BatchItem>> = (0..n).map(|_| None).collect();
+    let mut items: Vec<Option<PredictRequest>> = req.items.into_iter().map(Some).collect();
+    let in_experiment = live.is_some();
+    for ((pick, idx, _), probs) in groups.iter().zip(answers) {
+        count_served(pick.variant.as_deref(), "rest", idx.len() as u64);
+        for (i, p) in idx.iter().zip(probs) {
+            let game_id = items[*i].take().and_then(|item| item.game_id);
+            results[*i] = Some(BatchItem {
                 game_id,
-                home_win_prob,
-            })
-            .collect(),
+                home_win_prob: p,
+                model_version: (in_experiment && pick.shown)
+                    .then(|| pick.batcher.info().version.clone()),
+                variant: pick.public_variant(),
+            });
+        }
+    }
+    if let Some((live, features)) = shadow {
+        state.shadow.offer(ShadowJob::Rest {
+            live,
+            features,
+            rows: n,
+        });
+    }
+    Ok(Json(BatchResponse {
+        model_version: champion.info().version.clone(),
+        results: results.into_iter().flatten().collect(),
     }))
 }
 
@@ -276,9 +362,21 @@ pub fn with_feature_width(mut doc: serde_json::Value, width: Option<usize>) -> s
     doc
 }
 
+/// The experiment this replica serves: its variants and weights, the
+/// versions loaded for it, or why the registry's experiment is not served.
+#[utoipa::path(
+    get,
+    path = "/v1/experiment",
+    responses((status = 200, description = "The experiment served (null when none)", body = ServingView))
+)]
+async fn serving_experiment(State(state): Shared) -> Json<ServingView> {
+    Json(state.experiments.view())
+}
+
 fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(predict))
+        .routes(routes!(serving_experiment))
         .routes(routes!(predict_batch))
         .routes(routes!(latest_prediction))
         .routes(routes!(active_model))

@@ -43,6 +43,13 @@ pub struct Config {
     pub max_batch_items: usize,
     /// `SHUTDOWN_TIMEOUT`: how long shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// `EXPERIMENT_MAX_MODEL_BYTES`: the most artifact bytes an experiment
+    /// may load besides the champion (beyond it, the experiment is refused
+    /// and the champion serves alone).
+    pub max_experiment_bytes: u64,
+    /// `SHADOW_QUEUE`: jobs the shadow worker may have waiting; beyond it,
+    /// shadow scoring is shed (`predictor_shadow_shed_total`).
+    pub shadow_queue: usize,
 }
 
 impl Config {
@@ -70,6 +77,8 @@ impl Config {
             stream_max_wait: p.duration("STREAM_MAX_WAIT", Duration::from_millis(5)),
             max_batch_items: p.ranged("MAX_BATCH_ITEMS", 1024, 1..=100_000),
             shutdown_timeout: p.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(10)),
+            max_experiment_bytes: p.ranged("EXPERIMENT_MAX_MODEL_BYTES", 512 << 20, 1..=u64::MAX),
+            shadow_queue: p.ranged("SHADOW_QUEUE", 256, 1..=1_000_000),
         };
         if let Some(path) = &cfg.model_path
             && !path.is_file()
@@ -97,6 +106,8 @@ impl Config {
             stream_max_wait = ?self.stream_max_wait,
             max_batch_items = self.max_batch_items,
             shutdown_timeout = ?self.shutdown_timeout,
+            max_experiment_bytes = self.max_experiment_bytes,
+            shadow_queue = self.shadow_queue,
             "effective configuration"
         );
     }

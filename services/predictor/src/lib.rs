@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod config;
+pub mod experiment;
 pub mod metrics;
 pub mod models;
 pub mod stream;
@@ -34,7 +35,7 @@ use fantasy_kafka::{
     BrokerProbe, Consumer, ConsumerOptions, Producer, ProgressWatch, StartFrom, ensure_stack_topics,
 };
 use fantasy_messages::{Game, ModelPublished};
-use fantasy_registry::Registry;
+use fantasy_registry::{Experiments, Registry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -92,6 +93,25 @@ pub async fn run(
     let http_stage = sup.stage("draining HTTP requests", cfg.shutdown_timeout);
     // A consumer finishes its batch and commits: seconds, not a drain.
     let consumers = sup.stage("stopping consumers", Duration::from_secs(5));
+    let experiments = Arc::new(experiment::ExperimentState::default());
+    let mut models = models::Models {
+        runtime,
+        engine: engine.clone(),
+        experiments: experiments.clone(),
+        registry: registry.clone(),
+        store: Experiments::new(db.clone()),
+        model_name: cfg.model_name.clone(),
+        cfg: batcher_cfg.clone(),
+        max_experiment_bytes: cfg.max_experiment_bytes,
+        refused: Default::default(),
+    };
+    if cfg.model_path.is_none() {
+        // The live experiment, if any, before the first request.
+        models.sync().await?;
+    }
+    let stage_shadow = sup.stage("stopping the shadow worker", Duration::from_secs(2));
+    let (shadow, worker) = experiment::shadow_queue(cfg.shadow_queue, models.store.clone());
+    sup.background(stage_shadow, "shadow worker", |stop| worker.run(stop));
     let mut games_watch = None;
     if cfg.stream {
         let mut opts = ConsumerOptions::new(&cfg.group_id, [&topics.games]);
@@ -100,7 +120,8 @@ pub async fn run(
         let consumer = Consumer::<Game>::new(&cfg.kafka, opts)?;
         games_watch = Some(consumer.progress_watch(&cfg.kafka)?);
         let handler =
-            stream::GamesHandler::new(engine.clone(), db.clone(), cache.clone(), producer.clone());
+            stream::GamesHandler::new(engine.clone(), db.clone(), cache.clone(), producer.clone())
+                .with_experiments(experiments.clone(), shadow.clone());
         sup.critical(consumers, "games consumer", |stop| async move {
             consumer.run(handler, stop).await.map(|_| ())
         });
@@ -115,14 +136,7 @@ pub async fn run(
         // this replica was loading is not missed.
         opts.start_from = StartFrom::Earliest;
         let consumer = Consumer::<ModelPublished>::new(&cfg.kafka, opts)?;
-        let handler = models::ModelsHandler {
-            runtime,
-            engine: engine.clone(),
-            registry: registry.clone(),
-            model_name: cfg.model_name.clone(),
-            cfg: batcher_cfg.clone(),
-            refused: Default::default(),
-        };
+        let handler = models::ModelsHandler(models);
         sup.critical(consumers, "models consumer", |stop| async move {
             consumer.run(handler, stop).await.map(|_| ())
         });
@@ -148,6 +162,8 @@ pub async fn run(
     };
     let state = Arc::new(api::AppState {
         engine: engine.clone(),
+        experiments,
+        shadow,
         db: db.clone(),
         cache,
         max_batch_items: cfg.max_batch_items,

@@ -18,6 +18,37 @@ pub const METRICS: &[MetricDef] = &[
         "predictor_model_swaps_total",
         "Model versions loaded and swapped in to serve",
     ),
+    // experiments
+    MetricDef::counter(
+        "predictor_experiment_refused_total",
+        "Experiments not served (a version that does not load, over EXPERIMENT_MAX_MODEL_BYTES, another champion)",
+    ),
+    MetricDef::gauge(
+        "predictor_experiment_variant_info",
+        "The served experiment's variants (experiment, variant, version, role): the share of games each serves",
+    ),
+    MetricDef::counter(
+        "predictor_variant_predictions_total",
+        "Predictions served, by experiment variant (none outside one) and path (rest, stream)",
+    ),
+    MetricDef::counter(
+        "predictor_shadow_predictions_total",
+        "Predictions made off the serving path by variants that did not serve them, by variant and source (rest, stream)",
+    ),
+    MetricDef::counter(
+        "predictor_shadow_failures_total",
+        "Shadow predictions that failed, by variant",
+    ),
+    MetricDef::counter(
+        "predictor_shadow_shed_total",
+        "Shadow jobs shed: the queue was full (source rest, stream) or their rows could not be stored (store)",
+    ),
+    MetricDef::gauge("predictor_shadow_queue_depth", "Shadow jobs waiting"),
+    MetricDef::histogram(
+        "predictor_shadow_job_seconds",
+        "Time scoring (and storing) what the shadow worker took from its queue at once (up to 64 jobs)",
+    )
+    .unit(Unit::Seconds),
     // the games stream
     MetricDef::counter(
         "predictor_stream_skipped_total",

@@ -8,6 +8,10 @@ use fantasy_db::Db;
 use fantasy_inference::{Engine, FEATURE_LIMIT};
 use fantasy_kafka::{Handler, NotYet, Producer, Record};
 use fantasy_messages::{Game, GameStatus, Prediction, SchemaVersion};
+use fantasy_registry::Experiments;
+use fantasy_registry::experiments::VariantPrediction;
+
+use crate::experiment::{ExperimentState, Pick, Shadow, ShadowJob, count_served};
 
 /// Predicts each batch of game events, then stores and announces the
 /// predictions. The consumer commits the batch only after all three sinks
@@ -23,7 +27,7 @@ pub struct GamesHandler {
     pub db: Db,
     pub cache: Cache,
     pub producer: Producer,
-    rows: Vec<f32>,
+    experiments: Option<(Arc<ExperimentState>, Shadow, Experiments)>,
     pending: Option<Pending>,
 }
 
@@ -36,6 +40,8 @@ type BatchId = ((i32, i64), (i32, i64), usize);
 struct Pending {
     batch: BatchId,
     predictions: Vec<Prediction>,
+    /// In an experiment: the served variants' rows (Postgres sink).
+    served: Vec<VariantPrediction>,
     /// Which sinks took it: Postgres, Redis, Kafka.
     done: [bool; 3],
 }
@@ -56,9 +62,16 @@ impl GamesHandler {
             db,
             cache,
             producer,
-            rows: Vec::new(),
+            experiments: None,
             pending: None,
         }
+    }
+
+    /// Serves the experiment in `state` (each game from its variant), and
+    /// hands every game to the shadow worker for the other variants.
+    pub fn with_experiments(mut self, state: Arc<ExperimentState>, shadow: Shadow) -> Self {
+        self.experiments = Some((state, shadow, Experiments::new(self.db.clone())));
+        self
     }
 }
 
@@ -73,9 +86,10 @@ impl Handler<Game> for GamesHandler {
         let pending = match self.pending.take() {
             Some(p) if Some(p.batch) == id => p,
             _ => match self.predict(batch).await? {
-                Some(predictions) => Pending {
+                Some((predictions, served)) => Pending {
                     batch: id.unwrap_or_default(),
                     predictions,
+                    served,
                     done: [false; 3],
                 },
                 None => return Ok(()),
@@ -86,17 +100,19 @@ impl Handler<Game> for GamesHandler {
 }
 
 impl GamesHandler {
-    /// The predictions of `batch`'s games that need one (none: nothing to
-    /// store).
-    async fn predict(&mut self, batch: &[Record<Game>]) -> anyhow::Result<Option<Vec<Prediction>>> {
+    /// The predictions of `batch`'s games that need one, with the served
+    /// variants' experiment rows (none: nothing to store).
+    async fn predict(
+        &mut self,
+        batch: &[Record<Game>],
+    ) -> anyhow::Result<Option<(Vec<Prediction>, Vec<VariantPrediction>)>> {
         // No model yet: fail, so the batch is retried (and not committed)
         // until the first model arrives.
-        let Some(batcher) = self.engine.current() else {
+        let Some(champion) = self.engine.current() else {
             return Err(NotYet("no model loaded yet".into()).into());
         };
-        let info = Arc::clone(batcher.info());
-        let width = batcher.n_features();
-        self.rows.clear();
+        let info = Arc::clone(champion.info());
+        let width = champion.n_features();
         let mut games: Vec<&Game> = Vec::with_capacity(batch.len());
         for record in batch {
             let g = &record.value;
@@ -122,38 +138,96 @@ impl GamesHandler {
                 tracing::warn!(game_id = %g.game_id, "a feature is beyond ±{FEATURE_LIMIT}; skipping");
                 continue;
             }
-            self.rows.extend_from_slice(&g.features);
             games.push(g);
         }
         if games.is_empty() {
             return Ok(None);
         }
-        let rows = std::mem::take(&mut self.rows);
-        let probs = batcher.predict(rows, games.len()).await?;
+        let live = self
+            .experiments
+            .as_ref()
+            .and_then(|(state, _, _)| state.live());
+        // Games by the model that answers them (one group outside an
+        // experiment).
+        let mut groups: Vec<(Pick, Vec<usize>, Vec<f32>)> = Vec::new();
+        for (i, g) in games.iter().enumerate() {
+            let pick = match &live {
+                Some(l) => l.pick(Arc::clone(&champion), &g.game_id),
+                None => Pick {
+                    batcher: Arc::clone(&champion),
+                    variant: None,
+                    shown: false,
+                },
+            };
+            let at = groups.iter().position(|x| x.0.variant == pick.variant);
+            let at = at.unwrap_or_else(|| {
+                groups.push((pick, Vec::new(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[at].1.push(i);
+            groups[at].2.extend_from_slice(&g.features);
+        }
+        let answers = futures::future::try_join_all(groups.iter_mut().map(|(pick, idx, rows)| {
+            let rows = std::mem::take(rows);
+            async move { pick.batcher.predict(rows, idx.len()).await }
+        }))
+        .await?;
         let now = Utc::now();
-        let predictions: Vec<Prediction> = games
-            .iter()
-            .zip(&probs)
-            .map(|(g, p)| Prediction {
-                schema_version: SchemaVersion,
-                game_id: g.game_id.clone(),
-                sport: g.sport.clone(),
-                league: g.league.clone(),
-                home_team: g.home_team.clone(),
-                away_team: g.away_team.clone(),
-                scheduled_at: g.scheduled_at,
-                model_version: info.version.clone(),
-                home_win_prob: *p,
+        let mut predictions: Vec<Option<Prediction>> = games.iter().map(|_| None).collect();
+        let mut served = Vec::new();
+        let mut jobs = Vec::new();
+        for ((pick, idx, _), probs) in groups.iter().zip(answers) {
+            count_served(pick.variant.as_deref(), "stream", idx.len() as u64);
+            let version = &pick.batcher.info().version;
+            for (i, p) in idx.iter().zip(probs) {
+                let g = games[*i];
+                if let (Some(l), Some(variant)) = (&live, &pick.variant) {
+                    served.push(VariantPrediction {
+                        experiment_id: l.experiment.id,
+                        game_id: g.game_id.clone(),
+                        variant: variant.clone(),
+                        model_version: version.clone(),
+                        home_win_prob: p,
+                        served: true,
+                        predicted_at: now,
+                    });
+                    jobs.push((g.game_id.clone(), g.features.clone(), variant.clone()));
+                }
+                predictions[*i] = Some(Prediction {
+                    schema_version: SchemaVersion,
+                    game_id: g.game_id.clone(),
+                    sport: g.sport.clone(),
+                    league: g.league.clone(),
+                    home_team: g.home_team.clone(),
+                    away_team: g.away_team.clone(),
+                    scheduled_at: g.scheduled_at,
+                    model_version: version.clone(),
+                    home_win_prob: p,
+                    predicted_at: now,
+                    event_produced_at: Some(g.produced_at),
+                    variant: pick.public_variant(),
+                });
+            }
+        }
+        // The other variants score these games off the serving path.
+        if let (Some(live), Some((_, shadow, _))) = (live, &self.experiments)
+            && live.scoring()
+            && !jobs.is_empty()
+        {
+            shadow.offer(ShadowJob::Stream {
+                live,
+                games: jobs,
                 predicted_at: now,
-                event_produced_at: Some(g.produced_at),
-            })
-            .collect();
-        Ok(Some(predictions))
+            });
+        }
+        Ok(Some((predictions.into_iter().flatten().collect(), served)))
     }
 
     /// Writes the predictions to the sinks that did not take them yet.
     async fn store(&mut self, mut p: Pending) -> anyhow::Result<()> {
         let predictions = &p.predictions;
+        let served = &p.served;
+        let experiments = self.experiments.as_ref().map(|e| &e.2);
         // Three sinks, all idempotent, written concurrently; any failure
         // fails the batch, whose retry writes to the failed ones again.
         let timed = |sink: &'static str, started: std::time::Instant| {
@@ -167,7 +241,10 @@ impl GamesHandler {
                     return Ok(0);
                 }
                 let t = std::time::Instant::now();
-                let r = self.db.upsert_predictions(predictions).await;
+                let mut r = self.db.upsert_predictions(predictions).await;
+                if let (Ok(_), Some(store)) = (&r, experiments) {
+                    r = store.upsert_predictions(served).await;
+                }
                 timed("postgres", t);
                 r
             },
