@@ -13,6 +13,10 @@
 //!   longer would end in the timeout layer's 503, which reads as a failure
 //!   although the run carries on.)
 //! - `GET /v1/runs`: the last training runs.
+//! - `POST /v1/experiments`, `GET /v1/experiments`, `GET /v1/experiments/{id}`,
+//!   `POST /v1/experiments/{id}/{pause,resume,stop,promote}`: model
+//!   experiments (docs/experiments.md); every change is announced on
+//!   `models`, so the predictors follow within seconds.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,16 +28,19 @@ use axum::response::{IntoResponse as _, Response};
 use axum::{Extension, Json, Router, middleware};
 use chrono::{DateTime, Utc};
 use fantasy_http::ApiError;
+use fantasy_http::ApiJson;
 use fantasy_http::auth::{Authenticator, Client, authenticate};
 use fantasy_http::openapi::{self, Access};
 use fantasy_messages::TrainingMetrics;
-use fantasy_registry::{ModelRecord, RegistryError};
+use fantasy_registry::experiments::{DecisionRecord, NewExperiment, Settings, Status};
+use fantasy_registry::{Experiment, ExperimentError, Experiments, ModelRecord, RegistryError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::control::{ControlState, Request};
+use crate::experiments::{Standing, standing};
 use crate::reason::Reason;
 use crate::train::{RunError, RunReport, RunRow, Trainer};
 
@@ -46,6 +53,9 @@ pub struct AppState {
     pub auth_required: bool,
     /// How long `POST /v1/train` waits for the run before answering 202.
     pub answer_within: Duration,
+    pub experiments: Experiments,
+    /// Settings of an experiment created without its own.
+    pub experiment_defaults: Settings,
 }
 
 /// A model version as the API shows it.
@@ -295,6 +305,321 @@ async fn runs(State(s): State<Arc<AppState>>) -> Result<Json<RunList>, ApiError>
     Ok(Json(RunList { runs: rows }))
 }
 
+/// The experiment refusals as answers; failures as a 500 (logged).
+fn experiment_error(e: ExperimentError) -> ApiError {
+    let conflict = |code: &'static str, e: &ExperimentError| {
+        ApiError::new(StatusCode::CONFLICT, code, e.to_string())
+    };
+    match e {
+        ExperimentError::Invalid(m) => ApiError::bad_request("invalid_experiment", m),
+        ExperimentError::NoSuchVersion { .. } | ExperimentError::NotFound { .. } => {
+            ApiError::not_found(e.to_string())
+        }
+        ExperimentError::NoChampion { .. } => conflict("no_champion", &e),
+        ExperimentError::AlreadyLive { .. } => conflict("experiment_live", &e),
+        ExperimentError::WrongState { .. } => conflict("wrong_state", &e),
+        ExperimentError::Failed(e) => ApiError::internal(e),
+    }
+}
+
+/// How many games a variant served, and scored without serving.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Exposure {
+    pub variant: String,
+    pub served: i64,
+    pub scored: i64,
+}
+
+/// An experiment, where it stands, and what was decided.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExperimentView {
+    pub experiment: Experiment,
+    /// Each variant's scores and each comparison with the champion, on the
+    /// finished games (null before the first).
+    pub standing: Option<Standing>,
+    pub exposure: Vec<Exposure>,
+    /// Oldest first.
+    pub decisions: Vec<DecisionRecord>,
+}
+
+/// The model's experiments, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExperimentList {
+    pub model_name: String,
+    pub experiments: Vec<Experiment>,
+}
+
+async fn experiment_view(s: &AppState, e: Experiment) -> Result<ExperimentView, ApiError> {
+    let games = s
+        .experiments
+        .paired(e.id)
+        .await
+        .map_err(ApiError::internal)?;
+    let exposure = s
+        .experiments
+        .exposure(e.id)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(variant, served, scored)| Exposure {
+            variant,
+            served,
+            scored,
+        })
+        .collect();
+    let decisions = s
+        .experiments
+        .decisions(e.id)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(ExperimentView {
+        standing: (!games.is_empty()).then(|| standing(&e, &games)),
+        experiment: e,
+        exposure,
+        decisions,
+    })
+}
+
+/// Wakes the predictors after a change (it is in the registry already: a
+/// failed announcement is logged, and the next one carries it).
+async fn announce_change(s: &AppState) {
+    if let Err(e) = s.trainer.wake_predictors().await {
+        tracing::error!("announcing an experiment change on `models`: {e:#}");
+    }
+}
+
+/// Starts an experiment against the active version.
+#[utoipa::path(
+    post,
+    path = "/v1/experiments",
+    request_body = NewExperiment,
+    responses(
+        (status = 201, description = "The experiment, running", body = ExperimentView),
+        (status = 400, description = "A plan that cannot run (`invalid_experiment`): weights, names, modes, settings, versions of another feature set", body = fantasy_http::openapi::ErrorBody),
+        (status = 404, description = "No such version", body = fantasy_http::openapi::ErrorBody),
+        (status = 409, description = "No active version (`no_champion`), or an experiment is live already (`experiment_live`)", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
+async fn create_experiment(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    ApiJson(new): ApiJson<NewExperiment>,
+) -> Result<Response, ApiError> {
+    let e = s
+        .experiments
+        .create(
+            &s.trainer.model_name,
+            &new,
+            &s.experiment_defaults,
+            &client.id,
+        )
+        .await
+        .map_err(experiment_error)?;
+    tracing::info!(experiment = e.id, mode = e.mode.as_str(), by = %client.id, "experiment started");
+    announce_change(&s).await;
+    let view = experiment_view(&s, e).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/experiments",
+    responses((status = 200, description = "The last 50 experiments, newest first", body = ExperimentList))
+)]
+async fn list_experiments(
+    State(s): State<Arc<AppState>>,
+) -> Result<Json<ExperimentList>, ApiError> {
+    let experiments = s
+        .experiments
+        .list(&s.trainer.model_name, 50)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(ExperimentList {
+        model_name: s.trainer.model_name.clone(),
+        experiments,
+    }))
+}
+
+/// The experiment of the path's `id` (one that is not a number names no
+/// experiment: 404, as for any id not found).
+async fn find(s: &AppState, id: &str) -> Result<Experiment, ApiError> {
+    let missing = || ApiError::not_found(format!("no experiment {id:?}"));
+    let id: i64 = id.parse().map_err(|_| missing())?;
+    s.experiments
+        .get(id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|e| e.model_name == s.trainer.model_name)
+        .ok_or_else(missing)
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/experiments/{id}",
+    params(("id" = i64, Path, description = "The experiment's id")),
+    responses(
+        (status = 200, description = "The experiment, its standing and its decisions", body = ExperimentView),
+        (status = 404, description = "No such experiment", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
+async fn show_experiment(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ExperimentView>, ApiError> {
+    let e = find(&s, &id).await?;
+    Ok(Json(experiment_view(&s, e).await?))
+}
+
+async fn change_status(
+    s: &AppState,
+    client: &Client,
+    id: &str,
+    to: Status,
+    action: &'static str,
+) -> Result<Json<ExperimentView>, ApiError> {
+    let id = find(s, id).await?.id;
+    let decision = fantasy_registry::experiments::Decision {
+        action,
+        variant: None,
+        reason: format!("{action} requested by {}", client.id),
+        evidence: serde_json::Value::Null,
+        decided_by: client.id.clone(),
+    };
+    let e = s
+        .experiments
+        .set_status(id, to, &decision)
+        .await
+        .map_err(experiment_error)?;
+    tracing::info!(experiment = id, action, by = %client.id, "experiment changed");
+    announce_change(s).await;
+    Ok(Json(experiment_view(s, e).await?))
+}
+
+/// Serves the champion only, scores nothing, decides nothing, until resumed.
+#[utoipa::path(
+    post,
+    path = "/v1/experiments/{id}/pause",
+    params(("id" = i64, Path, description = "The experiment's id")),
+    responses(
+        (status = 200, description = "The experiment, paused", body = ExperimentView),
+        (status = 404, description = "No such experiment", body = fantasy_http::openapi::ErrorBody),
+        (status = 409, description = "It is not running (`wrong_state`)", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
+async fn pause_experiment(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    Path(id): Path<String>,
+) -> Result<Json<ExperimentView>, ApiError> {
+    change_status(&s, &client, &id, Status::Paused, "pause").await
+}
+
+/// Runs a paused experiment again.
+#[utoipa::path(
+    post,
+    path = "/v1/experiments/{id}/resume",
+    params(("id" = i64, Path, description = "The experiment's id")),
+    responses(
+        (status = 200, description = "The experiment, running", body = ExperimentView),
+        (status = 404, description = "No such experiment", body = fantasy_http::openapi::ErrorBody),
+        (status = 409, description = "It is not paused (`wrong_state`)", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
+async fn resume_experiment(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    Path(id): Path<String>,
+) -> Result<Json<ExperimentView>, ApiError> {
+    change_status(&s, &client, &id, Status::Running, "resume").await
+}
+
+/// Ends the experiment; the champion serves alone.
+#[utoipa::path(
+    post,
+    path = "/v1/experiments/{id}/stop",
+    params(("id" = i64, Path, description = "The experiment's id")),
+    responses(
+        (status = 200, description = "The experiment, stopped", body = ExperimentView),
+        (status = 404, description = "No such experiment", body = fantasy_http::openapi::ErrorBody),
+        (status = 409, description = "It has ended already (`wrong_state`)", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
+async fn stop_experiment(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    Path(id): Path<String>,
+) -> Result<Json<ExperimentView>, ApiError> {
+    change_status(&s, &client, &id, Status::Stopped, "stop").await
+}
+
+/// `POST /v1/experiments/{id}/promote`'s query.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct PromoteQuery {
+    /// The variant to promote; may be left out when there is one
+    /// challenger or shadow.
+    pub variant: Option<String>,
+}
+
+/// Ends the experiment by making a variant's version the active one, and
+/// announces it.
+#[utoipa::path(
+    post,
+    path = "/v1/experiments/{id}/promote",
+    params(("id" = i64, Path, description = "The experiment's id"), PromoteQuery),
+    responses(
+        (status = 200, description = "The experiment, promoted", body = ExperimentView),
+        (status = 400, description = "No such variant, or several to choose from (`invalid_experiment`)", body = fantasy_http::openapi::ErrorBody),
+        (status = 404, description = "No such experiment", body = fantasy_http::openapi::ErrorBody),
+        (status = 409, description = "It has ended already (`wrong_state`)", body = fantasy_http::openapi::ErrorBody),
+    )
+)]
+async fn promote_experiment(
+    State(s): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<PromoteQuery>,
+) -> Result<Json<ExperimentView>, ApiError> {
+    let e = find(&s, &id).await?;
+    let id = e.id;
+    let variant = match q.variant {
+        Some(v) => v,
+        None => {
+            let others: Vec<&str> = e
+                .variants
+                .iter()
+                .filter(|v| v.role != fantasy_registry::experiments::Role::Champion)
+                .map(|v| v.name.as_str())
+                .collect();
+            match others.as_slice() {
+                [one] => (*one).to_owned(),
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_experiment",
+                        format!("name the variant to promote (?variant=): one of {others:?}"),
+                    ));
+                }
+            }
+        }
+    };
+    let decision = fantasy_registry::experiments::Decision {
+        action: "promote",
+        variant: Some(variant.clone()),
+        reason: format!("promotion requested by {}", client.id),
+        evidence: serde_json::Value::Null,
+        decided_by: client.id.clone(),
+    };
+    let (e, record) = s
+        .experiments
+        .promote(id, &variant, &decision)
+        .await
+        .map_err(experiment_error)?;
+    tracing::info!(experiment = id, %variant, version = %record.version, by = %client.id, "experiment promoted");
+    if let Err(err) = s.trainer.announce(&record).await {
+        tracing::error!("announcing the promotion on `models`: {err:#}");
+    }
+    Ok(Json(experiment_view(&s, e).await?))
+}
+
 pub fn router(state: Arc<AppState>, auth: Arc<Authenticator>) -> Router {
     let (api, doc) = routes().split_for_parts();
     api.route_layer(middleware::from_fn_with_state(
@@ -314,6 +639,12 @@ fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(rollback))
         .routes(routes!(train))
         .routes(routes!(runs))
+        .routes(routes!(create_experiment, list_experiments))
+        .routes(routes!(show_experiment))
+        .routes(routes!(pause_experiment))
+        .routes(routes!(resume_experiment))
+        .routes(routes!(stop_experiment))
+        .routes(routes!(promote_experiment))
 }
 
 fn document(doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {

@@ -8,6 +8,7 @@ use fantasy_db::DbConfig;
 use fantasy_http::HttpConfig;
 use fantasy_http::auth::AuthConfig;
 use fantasy_kafka::KafkaConfig;
+use fantasy_registry::experiments::Settings;
 use fantasy_telemetry::TelemetryConfig;
 
 /// The trainer's port.
@@ -120,6 +121,11 @@ pub struct Config {
     pub bootstrap: bool,
     /// `SHUTDOWN_TIMEOUT`: how long a training in progress may finish.
     pub shutdown_timeout: Duration,
+    /// How experiments are judged unless their creator says otherwise:
+    /// `EXPERIMENT_ALPHA`, `EXPERIMENT_MIN_OUTCOMES`,
+    /// `EXPERIMENT_MAX_OUTCOMES`, `EXPERIMENT_STEP_OUTCOMES`,
+    /// `EXPERIMENT_CANARY_STEPS` (comma-separated shares).
+    pub experiments: Settings,
 }
 
 fn default_store() -> String {
@@ -168,6 +174,7 @@ impl Config {
             },
             bootstrap: p.flag("TRAIN_BOOTSTRAP", true),
             shutdown_timeout: p.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30)),
+            experiments: experiment_settings(&mut p),
         };
         if cfg.train.min_games > cfg.train.window {
             p.problem(
@@ -201,6 +208,38 @@ impl Config {
             "effective configuration"
         );
     }
+}
+
+fn experiment_settings(p: &mut Parser<'_>) -> Settings {
+    let d = Settings::default();
+    let steps_default = d
+        .canary_steps
+        .iter()
+        .map(f64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let steps = p.string("EXPERIMENT_CANARY_STEPS", &steps_default);
+    let s = Settings {
+        alpha: p.ranged("EXPERIMENT_ALPHA", d.alpha, 1e-6..=0.49),
+        min_outcomes: p.ranged("EXPERIMENT_MIN_OUTCOMES", d.min_outcomes, 1..=100_000_000),
+        max_outcomes: p.ranged("EXPERIMENT_MAX_OUTCOMES", d.max_outcomes, 1..=100_000_000),
+        step_outcomes: p.ranged("EXPERIMENT_STEP_OUTCOMES", d.step_outcomes, 1..=100_000_000),
+        canary_steps: match steps.split(',').map(|x| x.trim().parse()).collect() {
+            Ok(steps) => steps,
+            Err(e) => {
+                p.problem(
+                    "EXPERIMENT_CANARY_STEPS",
+                    format!("{steps:?}: {e}; expected shares like 0.01,0.05,0.25,1"),
+                );
+                d.canary_steps.clone()
+            }
+        },
+        ..d.clone()
+    };
+    if let Err(e) = s.validate() {
+        p.problem("EXPERIMENT_*", e);
+    }
+    s
 }
 
 fantasy_http::service_config!(Config);

@@ -36,6 +36,8 @@ pub struct Evaluator {
     /// resets it).
     pub new_outcomes: Arc<AtomicU64>,
     pub control: mpsc::Sender<Request>,
+    /// Judges the live experiment after each batch of outcomes.
+    pub judge: Option<Arc<crate::experiments::Judge>>,
 }
 
 impl Evaluator {
@@ -264,6 +266,10 @@ impl Handler<Outcome> for OutcomesHandler {
         .fetch_all(e.db.pool())
         .await
         .context("finding the versions that predicted these games")?;
-        e.evaluate(&versions).await
+        e.evaluate(&versions).await?;
+        if let Some(judge) = &e.judge {
+            judge.look().await?;
+        }
+        Ok(())
     }
 }

@@ -20,6 +20,7 @@ pub mod api;
 pub mod config;
 pub mod control;
 pub mod eval;
+pub mod experiments;
 pub mod metrics;
 pub mod reason;
 pub mod sim;
@@ -109,6 +110,10 @@ pub async fn run(
         triggers: cfg.triggers.clone(),
         new_outcomes: new_outcomes.clone(),
         control: control_tx.clone(),
+        judge: Some(Arc::new(experiments::Judge {
+            store: fantasy_registry::Experiments::new(db.clone()),
+            trainer: trainer.clone(),
+        })),
     });
 
     // The shutdown's order: stop the consumers (they commit what was
@@ -177,6 +182,8 @@ pub async fn run(
         control: control_tx,
         state: control_state,
         auth_required: cfg.auth.required,
+        experiments: fantasy_registry::Experiments::new(db.clone()),
+        experiment_defaults: cfg.experiments.clone(),
         // Before the timeout layer's 503.
         answer_within: cfg.http.request_timeout - cfg.http.request_timeout / 10,
     });

@@ -9,6 +9,23 @@ pub const SERVICE: &str = "trainer";
 
 /// The metrics the trainer itself records.
 pub const METRICS: &[MetricDef] = &[
+    // experiments
+    MetricDef::counter(
+        "trainer_experiment_decisions_total",
+        "Decisions the sequential test made on experiments, by action (promote, drop, stop, step, inconclusive, verdict)",
+    ),
+    MetricDef::gauge(
+        "trainer_experiment_log_loss",
+        "Log loss of each variant of the running experiment on its finished games",
+    ),
+    MetricDef::gauge(
+        "trainer_experiment_brier",
+        "Brier score of each variant of the running experiment on its finished games",
+    ),
+    MetricDef::gauge(
+        "trainer_experiment_outcomes",
+        "Finished games each variant of the running experiment scored",
+    ),
     // evaluation
     MetricDef::counter(
         "trainer_predictions_total",

@@ -15,7 +15,9 @@ use fantasy_kafka::Producer;
 use fantasy_messages::{ModelStatus, TrainingMetrics};
 use fantasy_model::export::{ExportMeta, to_onnx};
 use fantasy_model::{FitOptions, LogisticModel, Scores};
-use fantasy_registry::{ModelRecord, ModelStore, Registry, RegistryError, fetch_artifact};
+use fantasy_registry::{
+    Experiments, ModelRecord, ModelStore, Registry, RegistryError, fetch_artifact,
+};
 use serde::Serialize;
 
 use crate::config::{CALIBRATION_BUCKETS, GateMetric, TrainConfig};
@@ -587,9 +589,11 @@ impl Trainer {
         Ok(report)
     }
 
-    /// Makes `version` active and announces it on `models`.
+    /// Makes `version` active and announces it on `models`. A live
+    /// experiment, whose champion this replaces, ends (`stopped`).
     pub async fn promote(&self, version: &str) -> Result<ModelRecord, RegistryError> {
         let record = self.registry.activate(&self.model_name, version).await?;
+        self.end_experiment(&record.version).await?;
         self.announce(&record).await?;
         tracing::info!(%version, "model promoted and announced");
         Ok(record)
@@ -599,6 +603,7 @@ impl Trainer {
     /// announces it.
     pub async fn rollback(&self) -> Result<ModelRecord, RegistryError> {
         let record = self.registry.rollback(&self.model_name).await?;
+        self.end_experiment(&record.version).await?;
         self.announce(&record).await?;
         tracing::info!(version = %record.version, "rolled back and announced");
         Ok(record)
@@ -617,7 +622,28 @@ impl Trainer {
         .context("reading the training runs")
     }
 
-    async fn announce(&self, record: &ModelRecord) -> anyhow::Result<()> {
+    /// Ends the live experiment, if any: its champion was just replaced.
+    async fn end_experiment(&self, new_active: &str) -> anyhow::Result<()> {
+        let ended = Experiments::new(self.db.clone())
+            .end_superseded(&self.model_name, "trainer", new_active)
+            .await?;
+        if let Some(id) = ended {
+            tracing::warn!(experiment = id, %new_active, "the champion was replaced: experiment stopped");
+        }
+        Ok(())
+    }
+
+    /// Announces the active version again: every predictor re-reads the
+    /// registry (its active version and its experiment).
+    pub async fn wake_predictors(&self) -> anyhow::Result<()> {
+        match self.registry.active(&self.model_name).await? {
+            Some(record) => self.announce(&record).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes `record` on `models`.
+    pub async fn announce(&self, record: &ModelRecord) -> anyhow::Result<()> {
         self.producer
             .publish(&record.to_published())
             .await
