@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use fantasy_kafka::TailRecord;
-use fantasy_messages::Prediction;
+use fantasy_messages::{ExperimentStanding, ModelMetrics, Prediction};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::Limits;
@@ -308,16 +308,27 @@ impl Hub {
         );
     }
 
-    /// Routes one `metrics` record to the `metrics` channel.
+    /// Routes one `metrics` record to the `metrics` channel: a
+    /// `ModelMetrics` as a `metrics` frame, an `ExperimentStanding` (the
+    /// trainer publishes both on the topic) as an `experiment` frame.
     pub fn publish_metrics(&self, record: &TailRecord) {
         let Some(payload) = &record.payload else {
             return;
         };
-        if fantasy_messages::decode::<fantasy_messages::ModelMetrics>(payload).is_err() {
+        let frame = if fantasy_messages::decode::<ModelMetrics>(payload).is_ok() {
+            protocol::metrics_frame(payload)
+        } else if fantasy_messages::decode::<ExperimentStanding>(payload).is_ok() {
+            protocol::experiment_frame(payload)
+        } else {
             self.metrics.undecodable.increment(1);
+            tracing::warn!(
+                partition = record.partition,
+                offset = record.offset,
+                "undecodable metrics record: neither model metrics nor an experiment standing"
+            );
             return;
-        }
-        if let Some(text) = protocol::metrics_frame(payload) {
+        };
+        if let Some(text) = frame {
             // Metrics frames carry no prediction position: history keeps
             // them for new subscribers, recovery does not apply.
             self.deliver(&Channel::Metrics, Frame::control(text));
@@ -624,5 +635,63 @@ mod tests {
                 "told position {told}: frames stopped early"
             );
         }
+    }
+
+    fn metrics_record(offset: i64, payload: Vec<u8>) -> TailRecord {
+        TailRecord {
+            partition: 0,
+            offset,
+            timestamp_ms: None,
+            key: Some(b"win-prob".to_vec()),
+            payload: Some(payload),
+            trace: None,
+        }
+    }
+
+    /// The `metrics` topic carries model metrics and experiment standings:
+    /// each goes out as its own frame type, both stay in the channel's
+    /// history for later subscribers, anything else is dropped.
+    #[test]
+    fn metrics_and_experiment_standings_go_out_on_the_metrics_channel() {
+        use fantasy_messages::testing::{experiment_standing, model_metrics};
+        let hub = Hub::new(Limits::default(), &[0]);
+        let (conn, mut rx) = hub.connect();
+        hub.subscribe(&conn, &Channel::Metrics, None);
+        let records = [
+            fantasy_messages::encode(&model_metrics("v1")).unwrap(),
+            fantasy_messages::encode(&experiment_standing(100, -0.05, 0.04)).unwrap(),
+            br#"{"schema_version":1,"something":"else"}"#.to_vec(),
+            b"not json".to_vec(),
+            fantasy_messages::encode(&experiment_standing(200, -0.04, 0.02)).unwrap(),
+        ];
+        for (offset, payload) in records.into_iter().enumerate() {
+            hub.publish_metrics(&metrics_record(offset as i64, payload));
+        }
+        let frames = |frames: Vec<Frame>| -> Vec<(String, u64)> {
+            frames
+                .iter()
+                .map(|f| {
+                    let v: serde_json::Value = serde_json::from_str(f.text.as_str()).unwrap();
+                    assert_eq!(v["channel"], "metrics", "{v}");
+                    let n = v["data"]["outcomes"]
+                        .as_u64()
+                        .or(v["data"]["count"].as_u64())
+                        .unwrap();
+                    (v["type"].as_str().unwrap().to_owned(), n)
+                })
+                .collect()
+        };
+        let expected = [
+            ("metrics".to_owned(), 120),
+            ("experiment".to_owned(), 100),
+            ("experiment".to_owned(), 200),
+        ];
+        let mut live = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            live.push(frame);
+        }
+        assert_eq!(frames(live), expected);
+        let later = hub.subscribe(&hub.connect().0, &Channel::Metrics, None);
+        assert_eq!(frames(later.replay), expected);
     }
 }

@@ -149,6 +149,15 @@ pub fn metrics_frame(payload: &[u8]) -> Option<Utf8Bytes> {
     )))
 }
 
+/// `{"type":"experiment",...}` with the `ExperimentStanding` payload as
+/// `data`: on the `metrics` channel beside the metrics frames.
+pub fn experiment_frame(payload: &[u8]) -> Option<Utf8Bytes> {
+    let data = std::str::from_utf8(payload).ok()?;
+    Some(Utf8Bytes::from(format!(
+        r#"{{"type":"experiment","channel":"metrics","data":{data}}}"#
+    )))
+}
+
 pub fn subscribed_frame(channel: &str, recovered: bool, positions: &[i64]) -> Utf8Bytes {
     let mut s = format!(
         r#"{{"type":"subscribed","channel":{},"recovered":{recovered},"positions":{{"#,
@@ -279,5 +288,19 @@ mod tests {
         let e: serde_json::Value =
             serde_json::from_str(error_frame("x", "a \"quoted\" thing").as_str()).unwrap();
         assert_eq!(e["message"], "a \"quoted\" thing");
+    }
+
+    #[test]
+    fn an_experiment_frame_carries_the_standing_on_the_metrics_channel() {
+        let standing = fantasy_messages::testing::experiment_standing(300, -0.03, 0.01);
+        let payload = fantasy_messages::encode(&standing).unwrap();
+        let f = experiment_frame(&payload).unwrap();
+        let v: serde_json::Value = serde_json::from_str(f.as_str()).unwrap();
+        assert_eq!(v["type"], "experiment");
+        assert_eq!(v["channel"], "metrics");
+        assert_eq!(v["data"]["experiment_id"], 7);
+        assert_eq!(v["data"]["variants"][1]["variant"], "challenger");
+        assert_eq!(v["data"]["comparisons"][0]["upper"], 0.01);
+        assert_eq!(experiment_frame(b"\xff"), None);
     }
 }
