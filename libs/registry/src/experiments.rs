@@ -477,6 +477,15 @@ fn check_name(name: &str) -> Result<(), ExperimentError> {
     }
 }
 
+/// `base`, or `base-<n>` when there are several (`n` from 1).
+fn default_name(base: &str, several: bool, i: usize) -> String {
+    if several {
+        format!("{base}-{}", i + 1)
+    } else {
+        base.to_owned()
+    }
+}
+
 /// The variants of `new` with their names and weights, checked (the
 /// champion not among them).
 fn plan_variants(
@@ -527,13 +536,10 @@ fn plan_variants(
                 ));
             }
         };
-        let name = c.name.clone().unwrap_or_else(|| {
-            if several {
-                format!("challenger-{}", i + 1)
-            } else {
-                "challenger".into()
-            }
-        });
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name("challenger", several, i));
         out.push(Variant {
             name,
             version: c.version.clone(),
@@ -550,13 +556,10 @@ fn plan_variants(
                 s.version
             ));
         }
-        let name = s.name.clone().unwrap_or_else(|| {
-            if several {
-                format!("shadow-{}", i + 1)
-            } else {
-                "shadow".into()
-            }
-        });
+        let name = s
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name("shadow", several, i));
         out.push(Variant {
             name,
             version: s.version.clone(),

@@ -515,3 +515,106 @@ async fn a_shadow_changes_nothing_a_client_sees() {
     assert_eq!(active, "v-good");
     assert_eq!(view["experiment"]["status"], "running", "{view}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_that_holds_steps_up_and_a_paused_one_serves_the_champion() {
+    let league = league(14);
+    let (good, _) = models(&league);
+    let mut twin = good.clone();
+    for w in &mut twin.weights {
+        *w *= 1.02;
+    }
+    let h = Harness::start(&[("v-good", &good), ("v-twin", &twin)]).await;
+    let id = h
+        .experiment(json!({
+            "mode": "canary",
+            "challengers": [{"version": "v-twin"}],
+            "settings": {"min_outcomes": 100, "tuned_for": 300, "step_outcomes": 60,
+                         "canary_steps": [0.01, 0.2, 0.5]}
+        }))
+        .await;
+    let live = &league.live;
+    for round in live[..120].chunks(30) {
+        h.play(round, 2).await;
+    }
+    // 60 outcomes at 1%, 60 at 20%: now at 50%, no further step to take.
+    let view = h.show(id).await;
+    assert_eq!(view["experiment"]["status"], "running", "{view}");
+    assert_eq!(view["experiment"]["stage"], 2, "{view}");
+    let steps: Vec<&Value> = view["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["action"] == "step")
+        .collect();
+    assert_eq!(steps.len(), 2, "{view}");
+    assert!(
+        steps[0]["reason"].as_str().unwrap().contains("20% next"),
+        "{view}"
+    );
+    // Every replica follows: the predictor serves the new share.
+    eventually("the predictor serves the canary at 50%", WAIT, || async {
+        let e = h.predictor.get_json("/v1/experiment").await;
+        let weight = e["experiment"]["variants"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == "challenger"))
+            .and_then(|v| v["weight"].as_f64());
+        if weight == Some(0.5) { Ok(()) } else { Err(e) }
+    })
+    .await;
+
+    // Paused: the champion serves every game, nothing else scores them.
+    let (status, body) = h
+        .post(
+            &h.trainer,
+            &format!("/v1/experiments/{id}/pause"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        "the predictor serves the experiment paused",
+        WAIT,
+        || async {
+            let e = h.predictor.get_json("/v1/experiment").await;
+            if e["experiment"]["status"] == "paused" {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        },
+    )
+    .await;
+    let round = &live[120..150];
+    h.play(round, 1).await;
+    let ids: Vec<&str> = round.iter().map(|r| r.0.game_id.as_str()).collect();
+    let rows: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT variant, served FROM experiment_predictions WHERE game_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(h.rig.db.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), round.len());
+    assert!(
+        rows.iter().all(|(v, served)| v == "champion" && *served),
+        "{rows:?}"
+    );
+    let (status, _) = h
+        .post(
+            &h.trainer,
+            &format!("/v1/experiments/{id}/pause"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "pausing a paused experiment");
+    let (status, body) = h
+        .post(
+            &h.trainer,
+            &format!("/v1/experiments/{id}/stop"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["experiment"]["status"], "stopped");
+}

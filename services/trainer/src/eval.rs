@@ -21,6 +21,20 @@ use crate::config::{CALIBRATION_BUCKETS, Triggers};
 use crate::control::Request;
 use crate::reason::Reason;
 
+/// The calibration table of `s` as messages carry it.
+pub fn calibration_table(s: &Scores) -> Vec<CalibrationBucket> {
+    s.calibration
+        .iter()
+        .map(|b| CalibrationBucket {
+            lower: b.lower,
+            upper: b.upper,
+            count: b.count,
+            mean_predicted: b.mean_predicted,
+            observed_rate: b.observed_rate,
+        })
+        .collect()
+}
+
 /// Scores versions and tells the control loop when the active one drifts.
 #[derive(Debug)]
 pub struct Evaluator {
@@ -73,17 +87,7 @@ impl Evaluator {
             accuracy: s.accuracy,
             brier: s.brier,
             log_loss: s.log_loss,
-            calibration: s
-                .calibration
-                .into_iter()
-                .map(|b| CalibrationBucket {
-                    lower: b.lower,
-                    upper: b.upper,
-                    count: b.count,
-                    mean_predicted: b.mean_predicted,
-                    observed_rate: b.observed_rate,
-                })
-                .collect(),
+            calibration: calibration_table(&s),
             evaluated_at: Utc::now(),
         }))
     }

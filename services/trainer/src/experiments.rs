@@ -15,30 +15,11 @@ use fantasy_registry::{Experiment, ExperimentError, Experiments};
 use serde::Serialize;
 
 use crate::config::CALIBRATION_BUCKETS;
+use crate::eval::calibration_table;
 use crate::train::Trainer;
 
 /// Who the test's decisions are recorded as.
 pub const DECIDED_BY: &str = "trainer";
-
-/// One variant's scores on the experiment's finished games.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct VariantScores {
-    pub variant: String,
-    pub version: String,
-    #[schema(value_type = String)]
-    pub role: &'static str,
-    pub dropped: bool,
-    /// Finished games it scored (served or not).
-    pub outcomes: u64,
-    pub accuracy: f64,
-    pub brier: f64,
-    pub log_loss: f64,
-    /// Expected calibration error over 10 buckets.
-    pub calibration_error: f64,
-    /// The reliability diagram: per bucket, mean predicted and observed.
-    #[schema(value_type = Vec<Object>)]
-    pub calibration: Vec<fantasy_messages::CalibrationBucket>,
-}
 
 /// A challenger or shadow against the champion, on the games both scored.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -64,7 +45,11 @@ pub struct Standing {
     pub experiment_id: i64,
     /// Finished games the champion scored.
     pub outcomes: u64,
-    pub variants: Vec<VariantScores>,
+    /// Each variant's weight and scores on its finished games (log loss,
+    /// Brier, accuracy, expected calibration error over 10 buckets, the
+    /// reliability table).
+    #[schema(value_type = Vec<Object>)]
+    pub variants: Vec<VariantStanding>,
     pub comparisons: Vec<Comparison>,
 }
 
@@ -90,27 +75,18 @@ pub fn standing(e: &Experiment, games: &[PairedGame]) -> Standing {
         .iter()
         .filter_map(|v| {
             let s = scores_of(&all, &v.name)?;
-            Some(VariantScores {
+            Some(VariantStanding {
                 variant: v.name.clone(),
                 version: v.version.clone(),
-                role: v.role.as_str(),
+                role: v.role.as_str().into(),
+                weight: v.weight,
                 dropped: v.dropped,
                 outcomes: s.count,
                 accuracy: s.accuracy,
                 brier: s.brier,
                 log_loss: s.log_loss,
                 calibration_error: s.calibration_error(),
-                calibration: s
-                    .calibration
-                    .iter()
-                    .map(|b| fantasy_messages::CalibrationBucket {
-                        lower: b.lower,
-                        upper: b.upper,
-                        count: b.count,
-                        mean_predicted: b.mean_predicted,
-                        observed_rate: b.observed_rate,
-                    })
-                    .collect(),
+                calibration: calibration_table(&s),
             })
         })
         .collect();
@@ -441,24 +417,17 @@ pub fn to_message(
         status: e.status.as_str().into(),
         stage: e.stage,
         outcomes: s.outcomes,
-        variants: e
+        // The weights as they are after the decision.
+        variants: s
             .variants
             .iter()
-            .filter_map(|v| {
-                let scores = s.variants.iter().find(|x| x.variant == v.name)?;
-                Some(VariantStanding {
-                    variant: v.name.clone(),
-                    version: v.version.clone(),
-                    role: v.role.as_str().into(),
+            .map(|x| match e.variant(&x.variant) {
+                Some(v) => VariantStanding {
                     weight: v.weight,
                     dropped: v.dropped,
-                    outcomes: scores.outcomes,
-                    accuracy: scores.accuracy,
-                    brier: scores.brier,
-                    log_loss: scores.log_loss,
-                    calibration_error: scores.calibration_error,
-                    calibration: scores.calibration.clone(),
-                })
+                    ..x.clone()
+                },
+                None => x.clone(),
             })
             .collect(),
         comparisons: s
@@ -494,5 +463,98 @@ fn report(e: &Experiment, s: &Standing) {
         metrics::gauge!("trainer_experiment_log_loss", &labels).set(v.log_loss);
         metrics::gauge!("trainer_experiment_brier", &labels).set(v.brier);
         metrics::gauge!("trainer_experiment_outcomes", &labels).set(v.outcomes as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use fantasy_registry::experiments::{Mode, Settings, Variant};
+
+    use super::*;
+
+    fn experiment(settings: Settings) -> Experiment {
+        let v = |name: &str, role, weight| Variant {
+            name: name.into(),
+            version: format!("v-{name}"),
+            role,
+            weight,
+            dropped: false,
+        };
+        Experiment {
+            id: 1,
+            model_name: "win-prob".into(),
+            mode: Mode::Canary,
+            status: Status::Running,
+            stage: 0,
+            stage_started_outcomes: 0,
+            settings,
+            variants: vec![
+                v("champion", Role::Champion, 0.99),
+                v("challenger", Role::Challenger, 0.01),
+                v("shadow", Role::Shadow, 0.0),
+            ],
+            created_by: "t".into(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            ended_at: None,
+        }
+    }
+
+    /// `n` games whose true probability alternates between 0.3 and 0.7;
+    /// the champion says the truth, the challenger `challenger(truth)`,
+    /// the shadow 0.5 (no skill, calibrated on average).
+    fn games(n: usize, challenger: impl Fn(f64) -> f64) -> Vec<PairedGame> {
+        (0..n)
+            .map(|i| {
+                let truth = if i % 2 == 0 { 0.3 } else { 0.7 };
+                // Deterministic outcomes in the true proportions: 3 of
+                // every 10 games of a kind go the unlikely way.
+                let home_win = ((i / 2) % 10 < 7) == (truth > 0.5);
+                PairedGame {
+                    game_id: format!("g{i}"),
+                    home_win,
+                    probs: vec![
+                        ("challenger".into(), challenger(truth)),
+                        ("champion".into(), truth),
+                        ("shadow".into(), 0.5),
+                    ],
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_standing_compares_each_variant_with_the_champion_on_the_same_games() {
+        let e = experiment(Settings::default());
+        // A challenger that says the opposite: far worse, and its
+        // calibration error breaks the guard once enough games are in.
+        let g = games(600, |t| 1.0 - t);
+        let s = standing(&e, &g);
+        assert_eq!(s.outcomes, 600);
+        let c = &s.comparisons[0];
+        assert_eq!((c.variant.as_str(), c.n), ("challenger", 600));
+        assert_eq!(c.verdict, Verdict::Worse);
+        assert!(c.accuracy_diff < -0.3, "{c:?}");
+        assert!(
+            c.guard
+                .as_deref()
+                .is_some_and(|g| g.contains("calibration")),
+            "{c:?}"
+        );
+        // The shadow (0.5 everywhere) loses too, by less.
+        let sh = &s.comparisons[1];
+        assert_eq!(sh.verdict, Verdict::Worse);
+        assert!(sh.interval.unwrap().mean < c.interval.unwrap().mean);
+        let champion = s.variants.iter().find(|v| v.variant == "champion").unwrap();
+        assert!(champion.calibration_error < 0.01, "{champion:?}");
+
+        // The same challenger on 100 games: the guard waits for 500.
+        let s = standing(&e, &games(100, |t| 1.0 - t));
+        assert!(s.comparisons[0].guard.is_none());
+        // A challenger identical to the champion: undecided forever.
+        let s = standing(&e, &games(600, |t| t));
+        assert_eq!(s.comparisons[0].verdict, Verdict::Undecided);
+        assert_eq!(s.comparisons[0].interval.unwrap().mean, 0.0);
     }
 }
