@@ -41,7 +41,7 @@ broker_pid=$!
 for _ in $(seq 1 100); do [ -s "$state/bootstrap" ] && break; sleep 0.1; done
 export KAFKA_BROKERS
 KAFKA_BROKERS=$(cat "$state/bootstrap")
-export DATABASE_URL KAFKA_TOPIC_PREFIX="shadow." REDIS_PREFIX="shadow-bench:" \
+export DATABASE_URL KAFKA_TOPIC_PREFIX="shadow." KAFKA_CREATE_TOPICS=false REDIS_PREFIX="shadow-bench:" \
   INFERENCE_DEVICE=${INFERENCE_DEVICE:-cpu} AUTH_REQUIRED=false RUST_LOG=warn LOG_FORMAT=json \
   HTTP_ADDR="127.0.0.1:$PORT" PREDICTOR_STREAM=false
 runuser -u postgres -- psql -q -c "DROP DATABASE IF EXISTS $DB" >/dev/null

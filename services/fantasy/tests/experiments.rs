@@ -91,6 +91,11 @@ struct Harness {
 impl Harness {
     /// Stores `models` (name, model) in the registry, the first active.
     async fn start(models: &[(&str, &LogisticModel)]) -> Self {
+        Self::start_with(models, &[]).await
+    }
+
+    /// [`Harness::start`] with settings of the predictor's own.
+    async fn start_with(models: &[(&str, &LogisticModel)], predictor_env: &[(&str, &str)]) -> Self {
         let store = tempfile::tempdir().unwrap();
         let store_url = format!("file://{}", store.path().display());
         let settings = [
@@ -149,7 +154,7 @@ impl Harness {
         let cfg = trainer::Config::for_profile(&rig.env, local).unwrap();
         let mut trainer = fantasy_testkit::spawn(trainer::run, cfg).await;
         trainer.wait_ready(READY_WITHIN).await;
-        let cfg = predictor::Config::for_profile(&env_with(&rig.env, &[]), local).unwrap();
+        let cfg = predictor::Config::for_profile(&env_with(&rig.env, predictor_env), local).unwrap();
         let mut predictor = fantasy_testkit::spawn(predictor::run, cfg).await;
         predictor.wait_ready(READY_WITHIN).await;
         let producer = rig.kafka.producer();
@@ -499,6 +504,17 @@ async fn a_shadow_changes_nothing_a_client_sees() {
     assert_eq!(status, 200);
     assert_eq!(body["model_version"], "v-good");
     assert!(body.get("variant").is_none(), "{body}");
+    // The shadow scored that request too, after the answer.
+    eventually("the shadow scores REST requests", WAIT, || async {
+        let text = h.predictor.get_text("/metrics").await;
+        let scored = text.lines().any(|l| {
+            l.starts_with("predictor_shadow_predictions_total")
+                && l.contains("source=\"rest\"")
+                && l.contains("variant=\"shadow\"")
+        });
+        if scored { Ok(()) } else { Err(text) }
+    })
+    .await;
 
     // The shadow scored every game, unserved; the champion never changed.
     let view = h.show(id).await;
@@ -617,4 +633,39 @@ async fn a_canary_that_holds_steps_up_and_a_paused_one_serves_the_champion() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["experiment"]["status"], "stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_experiment_over_the_model_memory_limit_is_refused_and_the_champion_serves_alone() {
+    let league = league(15);
+    let (good, bad) = models(&league);
+    // Each exported model is a few hundred bytes: 100 holds none.
+    let h = Harness::start_with(
+        &[("v-good", &good), ("v-bad", &bad)],
+        &[("EXPERIMENT_MAX_MODEL_BYTES", "100")],
+    )
+    .await;
+    let (status, body) = h
+        .post(
+            &h.trainer,
+            "/v1/experiments",
+            &json!({"mode": "split", "challengers": [{"version": "v-bad", "weight": 0.5}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let refused = eventually("the predictor refuses the experiment", WAIT, || async {
+        let v = h.predictor.get_json("/v1/experiment").await;
+        match v["refused"].as_str() {
+            Some(why) => Ok(why.to_owned()),
+            None => Err(v),
+        }
+    })
+    .await;
+    assert!(refused.contains("EXPERIMENT_MAX_MODEL_BYTES is 100"), "{refused}");
+    h.play(&league.live[..30], 0).await;
+    let versions: Vec<String> = sqlx::query_scalar("SELECT DISTINCT model_version FROM predictions")
+        .fetch_all(h.rig.db.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(versions, ["v-good"]);
 }

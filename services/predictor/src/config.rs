@@ -78,7 +78,7 @@ impl Config {
             max_batch_items: p.ranged("MAX_BATCH_ITEMS", 1024, 1..=100_000),
             shutdown_timeout: p.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(10)),
             max_experiment_bytes: p.ranged("EXPERIMENT_MAX_MODEL_BYTES", 512 << 20, 1..=u64::MAX),
-            shadow_queue: p.ranged("SHADOW_QUEUE", 256, 1..=1_000_000),
+            shadow_queue: p.ranged("SHADOW_QUEUE", 4096, 1..=1_000_000),
         };
         if let Some(path) = &cfg.model_path
             && !path.is_file()

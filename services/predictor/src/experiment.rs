@@ -290,7 +290,12 @@ pub struct ShadowWorker {
 
 /// Most jobs the worker takes from its queue at once: REST requests among
 /// them are scored together, in one batch per shadow.
-const TAKE: usize = 64;
+const TAKE: usize = 1024;
+
+/// How long the worker lets jobs gather after the first: one wake-up and
+/// one batch per shadow for every request of that time, instead of one per
+/// request, so the shadows cost the serving threads next to nothing.
+const GATHER: Duration = Duration::from_millis(50);
 
 impl ShadowWorker {
     pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
@@ -302,6 +307,17 @@ impl ShadowWorker {
                 n = self.rx.recv_many(&mut jobs, TAKE) => if n == 0 {
                     return Ok(());
                 },
+            }
+            if jobs.len() < TAKE {
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(GATHER) => {}
+                }
+                while jobs.len() < TAKE
+                    && let Ok(job) = self.rx.try_recv()
+                {
+                    jobs.push(job);
+                }
             }
             metrics::gauge!("predictor_shadow_queue_depth").set(self.rx.len() as f64);
             let started = Instant::now();

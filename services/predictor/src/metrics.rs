@@ -46,7 +46,7 @@ pub const METRICS: &[MetricDef] = &[
     MetricDef::gauge("predictor_shadow_queue_depth", "Shadow jobs waiting"),
     MetricDef::histogram(
         "predictor_shadow_job_seconds",
-        "Time scoring (and storing) what the shadow worker took from its queue at once (up to 64 jobs)",
+        "Time scoring (and storing) what the shadow worker took from its queue at once (the jobs of 50 ms, up to 1024)",
     )
     .unit(Unit::Seconds),
     // the games stream
