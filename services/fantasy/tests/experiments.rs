@@ -154,7 +154,8 @@ impl Harness {
         let cfg = trainer::Config::for_profile(&rig.env, local).unwrap();
         let mut trainer = fantasy_testkit::spawn(trainer::run, cfg).await;
         trainer.wait_ready(READY_WITHIN).await;
-        let cfg = predictor::Config::for_profile(&env_with(&rig.env, predictor_env), local).unwrap();
+        let cfg =
+            predictor::Config::for_profile(&env_with(&rig.env, predictor_env), local).unwrap();
         let mut predictor = fantasy_testkit::spawn(predictor::run, cfg).await;
         predictor.wait_ready(READY_WITHIN).await;
         let producer = rig.kafka.producer();
@@ -661,11 +662,15 @@ async fn an_experiment_over_the_model_memory_limit_is_refused_and_the_champion_s
         }
     })
     .await;
-    assert!(refused.contains("EXPERIMENT_MAX_MODEL_BYTES is 100"), "{refused}");
+    assert!(
+        refused.contains("EXPERIMENT_MAX_MODEL_BYTES is 100"),
+        "{refused}"
+    );
     h.play(&league.live[..30], 0).await;
-    let versions: Vec<String> = sqlx::query_scalar("SELECT DISTINCT model_version FROM predictions")
-        .fetch_all(h.rig.db.db.pool())
-        .await
-        .unwrap();
+    let versions: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT model_version FROM predictions")
+            .fetch_all(h.rig.db.db.pool())
+            .await
+            .unwrap();
     assert_eq!(versions, ["v-good"]);
 }
