@@ -38,6 +38,7 @@ const DECISIONS: &[(&str, &str, &str, Access)] = &[
         Access::Token,
     ),
     ("predictor", "GET", "/v1/models/active", Access::Token),
+    ("predictor", "GET", "/v1/experiment", Access::Token),
     ("trainer", "GET", "/v1/models", Access::Admin),
     ("trainer", "GET", "/v1/models/{version}", Access::Admin),
     (
@@ -49,6 +50,33 @@ const DECISIONS: &[(&str, &str, &str, Access)] = &[
     ("trainer", "POST", "/v1/rollback", Access::Admin),
     ("trainer", "POST", "/v1/train", Access::Admin),
     ("trainer", "GET", "/v1/runs", Access::Admin),
+    ("trainer", "GET", "/v1/experiments", Access::Admin),
+    ("trainer", "POST", "/v1/experiments", Access::Admin),
+    ("trainer", "GET", "/v1/experiments/{id}", Access::Admin),
+    (
+        "trainer",
+        "POST",
+        "/v1/experiments/{id}/pause",
+        Access::Admin,
+    ),
+    (
+        "trainer",
+        "POST",
+        "/v1/experiments/{id}/resume",
+        Access::Admin,
+    ),
+    (
+        "trainer",
+        "POST",
+        "/v1/experiments/{id}/stop",
+        Access::Admin,
+    ),
+    (
+        "trainer",
+        "POST",
+        "/v1/experiments/{id}/promote",
+        Access::Admin,
+    ),
     // What is being collected, not what was: no token needed.
     ("collector", "GET", "/v1/sources", Access::Open),
 ];

@@ -534,7 +534,7 @@ async fn a_shadow_changes_nothing_a_client_sees() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_canary_that_holds_steps_up_and_a_paused_one_serves_the_champion() {
+async fn a_canary_that_holds_steps_up_on_every_replica_and_a_paused_one_serves_the_champion() {
     let league = league(14);
     let (good, _) = models(&league);
     let mut twin = good.clone();
@@ -550,6 +550,14 @@ async fn a_canary_that_holds_steps_up_and_a_paused_one_serves_the_champion() {
                          "canary_steps": [0.01, 0.2, 0.5]}
         }))
         .await;
+    // A second replica: the two share the games stream, and each follows
+    // the registry on its own.
+    let cfg =
+        predictor::Config::for_profile(&env_with(&h.rig.env, &[]), fantasy_config::Profile::Local)
+            .unwrap();
+    let mut second = fantasy_testkit::spawn(predictor::run, cfg).await;
+    second.wait_ready(READY_WITHIN).await;
+    let replicas = [&h.predictor, &second];
     let live = &league.live;
     for round in live[..120].chunks(30) {
         h.play(round, 2).await;
@@ -569,16 +577,27 @@ async fn a_canary_that_holds_steps_up_and_a_paused_one_serves_the_champion() {
         steps[0]["reason"].as_str().unwrap().contains("20% next"),
         "{view}"
     );
-    // Every replica follows: the predictor serves the new share.
-    eventually("the predictor serves the canary at 50%", WAIT, || async {
-        let e = h.predictor.get_json("/v1/experiment").await;
-        let weight = e["experiment"]["variants"]
-            .as_array()
-            .and_then(|v| v.iter().find(|v| v["name"] == "challenger"))
-            .and_then(|v| v["weight"].as_f64());
-        if weight == Some(0.5) { Ok(()) } else { Err(e) }
-    })
-    .await;
+    // Every replica follows: both serve the new share, and answer a game
+    // from the same variant.
+    for p in replicas {
+        eventually("each replica serves the canary at 50%", WAIT, || async {
+            let e = p.get_json("/v1/experiment").await;
+            let weight = e["experiment"]["variants"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["name"] == "challenger"))
+                .and_then(|v| v["weight"].as_f64());
+            if weight == Some(0.5) { Ok(()) } else { Err(e) }
+        })
+        .await;
+    }
+    let features = &live[0].0.features;
+    for i in 0..20 {
+        let body = json!({"game_id": format!("both-{i}"), "features": features});
+        let (_, a) = h.post(&h.predictor, "/v1/predict", &body).await;
+        let (_, b) = h.post(&second, "/v1/predict", &body).await;
+        assert_eq!(a["variant"], b["variant"], "{a} {b}");
+        assert_eq!(a["model_version"], b["model_version"], "{a} {b}");
+    }
 
     // Paused: the champion serves every game, nothing else scores them.
     let (status, body) = h
@@ -634,6 +653,7 @@ async fn a_canary_that_holds_steps_up_and_a_paused_one_serves_the_champion() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["experiment"]["status"], "stopped");
+    second.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

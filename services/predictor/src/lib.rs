@@ -109,9 +109,10 @@ pub async fn run(
         // The live experiment, if any, before the first request.
         models.sync().await?;
     }
-    let stage_shadow = sup.stage("stopping the shadow worker", Duration::from_secs(2));
+    // Stopped with the consumers: what it has not scored yet is shadow
+    // work, given up (its games only lose their pairs).
     let (shadow, worker) = experiment::shadow_queue(cfg.shadow_queue, models.store.clone());
-    sup.background(stage_shadow, "shadow worker", |stop| worker.run(stop));
+    sup.background(consumers, "shadow worker", |stop| worker.run(stop));
     let mut games_watch = None;
     if cfg.stream {
         let mut opts = ConsumerOptions::new(&cfg.group_id, [&topics.games]);
