@@ -70,12 +70,18 @@ fn league(seed: u64) -> League {
 fn models(l: &League) -> (LogisticModel, LogisticModel) {
     let good =
         LogisticModel::fit(&l.x_train, &l.y_train, N_FEATURES, &FitOptions::default()).unwrap();
-    let mut bad = good.clone();
-    for w in &mut bad.weights {
-        *w *= 2.0;
-    }
-    bad.intercept *= 2.0;
+    let bad = scaled(&good, 2.0);
     (good, bad)
+}
+
+/// `m` with its logits scaled by `k`: bolder (`k` > 1) or timider.
+fn scaled(m: &LogisticModel, k: f64) -> LogisticModel {
+    let mut out = m.clone();
+    for w in &mut out.weights {
+        *w *= k;
+    }
+    out.intercept *= k;
+    out
 }
 
 /// What a test runs on: a broker, a database, a model store, a trainer and
@@ -194,6 +200,16 @@ impl Harness {
         })
         .await;
         id
+    }
+
+    /// The registry's active version.
+    async fn active(&self) -> String {
+        sqlx::query_scalar(
+            "SELECT version FROM models WHERE model_name = 'win-prob' AND status = 'active'",
+        )
+        .fetch_one(self.rig.db.db.pool())
+        .await
+        .unwrap()
     }
 
     async fn show(&self, id: i64) -> Value {
@@ -338,12 +354,7 @@ async fn a_better_challenger_in_a_split_is_promoted_and_every_game_keeps_its_var
     assert!(effect < 0.0);
 
     // The registry, and then the predictor, serve the challenger.
-    let active: String = sqlx::query_scalar(
-        "SELECT version FROM models WHERE model_name = 'win-prob' AND status = 'active'",
-    )
-    .fetch_one(h.rig.db.db.pool())
-    .await
-    .unwrap();
+    let active = h.active().await;
     assert_eq!(active, "v-good");
     eventually(
         "the predictor serves the promoted version alone",
@@ -465,10 +476,7 @@ async fn a_shadow_changes_nothing_a_client_sees() {
     let (good, _) = models(&league);
     // A shadow as good as the champion (its logits 2% bolder): the test
     // has nothing to decide on this many games.
-    let mut twin = good.clone();
-    for w in &mut twin.weights {
-        *w *= 1.02;
-    }
+    let twin = scaled(&good, 1.02);
     let h = Harness::start(&[("v-good", &good), ("v-shadow", &twin)]).await;
     let id = h
         .experiment(json!({
@@ -523,12 +531,7 @@ async fn a_shadow_changes_nothing_a_client_sees() {
     let shadow = exposure.iter().find(|e| e["variant"] == "shadow").unwrap();
     assert_eq!(shadow["served"], 0, "{view}");
     assert_eq!(shadow["scored"], rounds.len() as i64, "{view}");
-    let active: String = sqlx::query_scalar(
-        "SELECT version FROM models WHERE model_name = 'win-prob' AND status = 'active'",
-    )
-    .fetch_one(h.rig.db.db.pool())
-    .await
-    .unwrap();
+    let active = h.active().await;
     assert_eq!(active, "v-good");
     assert_eq!(view["experiment"]["status"], "running", "{view}");
 }
@@ -537,10 +540,7 @@ async fn a_shadow_changes_nothing_a_client_sees() {
 async fn a_canary_that_holds_steps_up_on_every_replica_and_a_paused_one_serves_the_champion() {
     let league = league(14);
     let (good, _) = models(&league);
-    let mut twin = good.clone();
-    for w in &mut twin.weights {
-        *w *= 1.02;
-    }
+    let twin = scaled(&good, 1.02);
     let h = Harness::start(&[("v-good", &good), ("v-twin", &twin)]).await;
     let id = h
         .experiment(json!({

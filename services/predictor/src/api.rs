@@ -220,11 +220,7 @@ async fn predict_batch(
     for (i, item) in req.items.iter().enumerate() {
         let pick = match (&live, item.game_id.as_deref()) {
             (Some(l), Some(game_id)) => l.pick(Arc::clone(&champion), game_id),
-            _ => Pick {
-                batcher: Arc::clone(&champion),
-                variant: None,
-                shown: false,
-            },
+            _ => Pick::alone(Arc::clone(&champion)),
         };
         let at = groups
             .iter()

@@ -44,7 +44,8 @@ pub struct Pick {
 }
 
 impl Pick {
-    fn alone(batcher: Arc<Batcher>) -> Self {
+    /// `batcher` answering outside any experiment.
+    pub fn alone(batcher: Arc<Batcher>) -> Self {
         Self {
             batcher,
             variant: None,

@@ -153,11 +153,7 @@ impl GamesHandler {
         for (i, g) in games.iter().enumerate() {
             let pick = match &live {
                 Some(l) => l.pick(Arc::clone(&champion), &g.game_id),
-                None => Pick {
-                    batcher: Arc::clone(&champion),
-                    variant: None,
-                    shown: false,
-                },
+                None => Pick::alone(Arc::clone(&champion)),
             };
             let at = groups.iter().position(|x| x.0.variant == pick.variant);
             let at = at.unwrap_or_else(|| {
