@@ -22,10 +22,11 @@
 //! `Display` never print the value. [`redact_url`] hides passwords in
 //! connection URLs for the effective-configuration log line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What a configuration is read for; the defaults differ.
@@ -40,9 +41,14 @@ pub enum Profile {
 }
 
 /// A snapshot of environment variables.
+///
+/// It remembers every name looked up (set or not), shared by its clones, so
+/// a deployment check can ask which variables a service reads
+/// ([`names_read`](Self::names_read)).
 #[derive(Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    read: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl fmt::Debug for Env {
@@ -61,6 +67,7 @@ impl Env {
             vars: std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect(),
+            read: Arc::default(),
         }
     }
 
@@ -73,6 +80,7 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            read: Arc::default(),
         }
     }
 
@@ -86,10 +94,31 @@ impl Env {
     /// The value of `name`; an empty or all-blank value counts as unset, as
     /// Compose files often write `NAME=` to mean "not set".
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned());
         self.vars
             .get(name)
             .map(|v| v.as_str())
             .filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Env {
+    /// Every name looked up in this environment or a clone of it so far,
+    /// set or not: after a service's `Config::from_env`, the variables that
+    /// service reads.
+    pub fn names_read(&self) -> BTreeSet<String> {
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The names set in this environment.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.vars.keys().cloned().collect()
     }
 }
 
@@ -483,6 +512,19 @@ mod tests {
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("5 fortnights").is_err());
+    }
+
+    #[test]
+    fn the_environment_remembers_every_name_read_set_or_not() {
+        let env = Env::from_pairs([("A", "1"), ("UNUSED", "x")]);
+        let clone = env.clone();
+        let mut p = Parser::new(&clone);
+        let _: u32 = p.parse("A", 0);
+        let _ = p.secret("B");
+        p.finish().unwrap();
+        let read: Vec<_> = env.names_read().into_iter().collect();
+        assert_eq!(read, ["A", "B", "B_FILE"]);
+        assert!(env.names().contains("UNUSED"));
     }
 
     #[test]
