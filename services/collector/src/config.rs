@@ -244,7 +244,8 @@ pub struct Config {
     /// `COLLECTOR_SOURCES`: every source of the deployment (each replica
     /// runs its share).
     pub sources: Vec<SourceSpec>,
-    /// `COLLECTOR_SHARD` (1-based, Swarm's `{{.Task.Slot}}`) of
+    /// `COLLECTOR_SHARD` (1-based, Swarm's `{{.Task.Slot}}`), or
+    /// `COLLECTOR_SHARD_INDEX` + 1 (0-based, a StatefulSet pod's index), of
     /// `COLLECTOR_SHARDS`.
     pub shard: u32,
     pub shards: u32,
@@ -289,7 +290,29 @@ impl Config {
             );
         }
         let shards: u32 = p.ranged("COLLECTOR_SHARDS", 1, 1..=1024);
-        let shard: u32 = p.ranged("COLLECTOR_SHARD", 1, 1..=1024);
+        // Swarm numbers its tasks from 1 (`{{.Task.Slot}}`), a Kubernetes
+        // StatefulSet its pods from 0 (the `apps.kubernetes.io/pod-index`
+        // label): either may name the shard.
+        let shard: u32 = match p.parse_opt::<u32>("COLLECTOR_SHARD_INDEX") {
+            Some(_) if p.env().get("COLLECTOR_SHARD").is_some() => {
+                p.problem(
+                    "COLLECTOR_SHARD_INDEX",
+                    "both COLLECTOR_SHARD and COLLECTOR_SHARD_INDEX are set; set only one",
+                );
+                1
+            }
+            Some(index) if index < shards => index + 1,
+            Some(index) => {
+                p.problem(
+                    "COLLECTOR_SHARD_INDEX",
+                    format!(
+                        "{index} is beyond COLLECTOR_SHARDS ({shards}); indices count from 0"
+                    ),
+                );
+                1
+            }
+            None => p.ranged("COLLECTOR_SHARD", 1, 1..=1024),
+        };
         if shard > shards {
             p.problem(
                 "COLLECTOR_SHARD",
@@ -451,6 +474,24 @@ mod tests {
         );
         let cfg = Config::from_env(&env(&[("COLLECTOR_SOURCES", "sim:nba,sim:nfl")])).unwrap();
         assert_eq!(cfg.my_sources().count(), 2, "one replica runs everything");
+    }
+
+    #[test]
+    fn a_statefulset_pod_index_names_the_shard_from_zero() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("COLLECTOR_SOURCES", "sim:nba"), ("COLLECTOR_SHARDS", "3")];
+            all.extend_from_slice(pairs);
+            Config::from_env(&env(&all))
+        };
+        assert_eq!(with(&[("COLLECTOR_SHARD_INDEX", "0")]).unwrap().shard, 1);
+        assert_eq!(with(&[("COLLECTOR_SHARD_INDEX", "2")]).unwrap().shard, 3);
+        assert_eq!(with(&[("COLLECTOR_SHARD", "2")]).unwrap().shard, 2);
+        let e = with(&[("COLLECTOR_SHARD_INDEX", "3")]).unwrap_err().to_string();
+        assert!(e.contains("COLLECTOR_SHARD_INDEX") && e.contains("from 0"), "{e}");
+        let e = with(&[("COLLECTOR_SHARD_INDEX", "1"), ("COLLECTOR_SHARD", "2")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set only one"), "{e}");
     }
 
     #[test]
