@@ -3,7 +3,9 @@
 # with (scripts/setup.sh installs them): the Swarm stack with the docker
 # client, the Compose files with docker-compose, the Dockerfile with
 # hadolint, Prometheus' configuration and rules with promtool,
-# Alertmanager's with amtool, the shell scripts with shellcheck. The
+# Alertmanager's with amtool, the shell scripts with shellcheck, the
+# Kubernetes overlays with kubectl kustomize and scripts/k8s-validate.py,
+# the GitHub workflows with scripts/lint-workflows.sh. The
 # cross-checks between the files and the code are a cargo test
 # (services/fantasy/tests/packaging.rs).
 set -euo pipefail
@@ -49,11 +51,18 @@ COLLECTOR_SOURCES=sim:nba python3 compose/offline/merge.py "$tmp/resolved.yml" \
   compose/offline/stack.override.yml >"$tmp/offline.yml"
 docker stack config -c "$tmp/offline.yml" >/dev/null
 
+step "Kubernetes: every overlay rendered and validated (Kubernetes 1.30 and 1.37, the operators' CRD schemas)"
+python3 scripts/k8s-validate.py deploy/k8s/overlays/* deploy/argocd/fantasy.yaml
+
+step "GitHub workflows: scripts/lint-workflows.sh"
+bash scripts/lint-workflows.sh
+
 step "dashboards are JSON, the Python scripts compile"
 for dashboard in compose/grafana/dashboards/*.json; do
   python3 -m json.tool "$dashboard" >/dev/null
 done
-for script in docker/ort-extract.py compose/offline/merge.py scripts/stackcheck.py compose/offline/s3/make-bucket; do
+for script in docker/ort-extract.py compose/offline/merge.py scripts/stackcheck.py compose/offline/s3/make-bucket \
+  scripts/k8s-validate.py deploy/k8s/schemas/extract.py; do
   python3 -m py_compile "$script"
 done
 find docker compose scripts -name __pycache__ -type d -prune -exec rm -rf {} +
