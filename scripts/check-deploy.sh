@@ -65,6 +65,6 @@ for script in docker/ort-extract.py compose/offline/merge.py scripts/stackcheck.
   scripts/k8s-validate.py deploy/k8s/schemas/extract.py; do
   python3 -m py_compile "$script"
 done
-find docker compose scripts -name __pycache__ -type d -prune -exec rm -rf {} +
+find docker compose scripts deploy -name __pycache__ -type d -prune -exec rm -rf {} +
 
 step "ok"
