@@ -8,7 +8,11 @@
 #   loadtest/ws.sh deliver    one fanout, CLIENTS (10,000) clients on `all`,
 #                             predictions at RATE per second for DURATION:
 #                             deliveries per second and end-to-end latency
-#   loadtest/ws.sh            all three, in that order
+#   loadtest/ws.sh compare    the same deliver runs against our fanout and a
+#                             Node.js `ws` broadcast server (loadtest/peers/),
+#                             alternately, RUNS (3) times at each of
+#                             COMPARE_RATES (4,20): medians side by side
+#   loadtest/ws.sh            hold, fleet and deliver, in that order
 #
 # Builds in release mode and starts the embedded broker (`fantasy broker`),
 # the fanouts (auth off, Redis from scripts/setup.sh) and `wsload` client
@@ -163,30 +167,65 @@ PY
   stop_all_fanouts
 }
 
-deliver() {
-  echo "== deliver: one fanout, $CLIENTS clients on all, $RATE predictions/s for ${DURATION}s"
-  fanouts=()
-  start_fanout "$PORT"; fanouts+=("$FANOUT_PID")
+# start_peer PORT: starts the Node.js `ws` broadcast peer
+# (loadtest/peers/ws-broadcast.js), waits until it answers, sets PEER_PID.
+start_peer() {
+  NODE_PATH=/usr/share/nodejs node loadtest/peers/ws-broadcast.js "127.0.0.1:$1" >"$out/peer-$1.log" 2>&1 &
+  PEER_PID=$!
+  pids+=("$PEER_PID")
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$1/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "the peer on $1 did not start" >&2
+  exit 1
+}
+
+# deliver_run SERVER TAG: one run of CLIENTS clients on `all` and predictions
+# at RATE for DURATION against SERVER (`ours`: the fanout, fed through
+# Kafka; `node`: the peer, fed directly); the summary goes to
+# $out/deliver-TAG.json and is printed.
+deliver_run() {
+  local server=$1 tag=$2 port pid publish_to
+  if [ "$server" = ours ]; then
+    port=$PORT
+    fanouts=()
+    start_fanout "$port"; fanouts+=("$FANOUT_PID")
+    pid=$FANOUT_PID
+    publish_to=()
+  else
+    port=$((PORT + 10))
+    start_peer "$port"
+    pid=$PEER_PID
+    publish_to=(--peer "ws://127.0.0.1:$port/publish")
+  fi
   sleep 1
-  local rss0 rss1 rss2; rss0=$(rss_kib "$FANOUT_PID")
-  target/release/wsload --threads "$CLIENT_THREADS" clients --url "ws://127.0.0.1:$PORT/v1/stream" --connections "$CLIENTS" \
+  local rss0 rss1 rss2; rss0=$(rss_kib "$pid")
+  target/release/wsload --threads "$CLIENT_THREADS" clients --url "ws://127.0.0.1:$port/v1/stream" --connections "$CLIENTS" \
     --source-ips 127.0.0.20-127.0.0.21 --hold $((DURATION + 60))s --quiet-exit 3s \
-    --ready-file "$state/deliver" >"$out/deliver-clients.json" 2>"$out/deliver.log" &
+    --ready-file "$state/deliver-$tag" >"$out/deliver-$tag-clients.json" 2>"$out/deliver-$tag.log" &
   local c=$!
-  wait_ready "$state/deliver"
+  wait_ready "$state/deliver-$tag"
   sleep 2
-  rss1=$(rss_kib "$FANOUT_PID")
-  target/release/wsload publish --rate "$RATE" --burst "$BURST" --duration "${DURATION}s" >"$out/deliver-publish.json"
+  rss1=$(rss_kib "$pid")
+  target/release/wsload publish "${publish_to[@]}" --rate "$RATE" --burst "$BURST" --duration "${DURATION}s" \
+    >"$out/deliver-$tag-publish.json"
   wait "$c"
-  rss2=$(rss_kib "$FANOUT_PID")
-  python3 - "$out" "$rss0" "$rss1" "$rss2" <<'PY'
+  # Memory after traffic: once the last burst has been written.
+  sleep 2
+  rss2=$(rss_kib "$pid")
+  python3 - "$out" "$tag" "$server" "$RATE" "$DURATION" "$rss0" "$rss1" "$rss2" <<'PY'
 import json, sys
-out, rss0, rss1, rss2 = sys.argv[1], *map(int, sys.argv[2:])
-c = json.load(open(f"{out}/deliver-clients.json"))
-p = json.load(open(f"{out}/deliver-publish.json"))
+out, tag, server, rate, duration = sys.argv[1:6]
+rss0, rss1, rss2 = map(int, sys.argv[6:9])
+c = json.load(open(f"{out}/deliver-{tag}-clients.json"))
+p = json.load(open(f"{out}/deliver-{tag}-publish.json"))
 res = {
+    "server": server,
+    "offered_rate": float(rate),
     "clients": c["subscribed"],
     "published": p["published"],
+    "published_share": round(p["published"] / (float(rate) * float(duration)), 3),
     "expected_deliveries": p["published"] * c["subscribed"],
     "delivered": c["predictions"],
     "deliveries_per_second": round(c["deliveries_per_second"]),
@@ -199,16 +238,78 @@ res = {
     },
 }
 print(json.dumps(res))
-json.dump(res, open(f"{out}/deliver.json", "w"))
+json.dump(res, open(f"{out}/deliver-{tag}.json", "w"))
 PY
-  curl -fs "http://127.0.0.1:$PORT/metrics" | grep -E '^fanout_(e2e_latency_seconds|slow_closes_total|messages_(in|out)_total)' || true
-  stop_all_fanouts
+  if [ "$server" = ours ]; then
+    curl -fs "http://127.0.0.1:$port/metrics" | grep -E '^fanout_(e2e_latency_seconds|slow_closes_total|messages_(in|out)_total)' || true
+    stop_all_fanouts
+  else
+    kill "$PEER_PID"; wait "$PEER_PID" 2>/dev/null || true
+  fi
+}
+
+deliver() {
+  echo "== deliver: one fanout, $CLIENTS clients on all, $RATE predictions/s for ${DURATION}s"
+  deliver_run ours ours
+  cp "$out/deliver-ours.json" "$out/deliver.json"
+}
+
+# compare: our fanout and the Node.js `ws` peer, alternately, RUNS times at
+# each of COMPARE_RATES, the same clients and publisher schedule; medians
+# side by side. Ours includes the Kafka hop (publisher -> broker -> fanout);
+# the peer's does not (publisher -> peer): nothing is subtracted.
+compare() {
+  if ! NODE_PATH=/usr/share/nodejs node -e "require('ws')" 2>/dev/null; then
+    echo "compare needs Node.js and Debian's node-ws: apt-get install nodejs node-ws" >&2
+    exit 1
+  fi
+  local runs=${RUNS:-3} rates=${COMPARE_RATES:-4,20} rate run server
+  IFS=, read -r -a rate_list <<<"$rates"
+  for rate in "${rate_list[@]}"; do
+    for run in $(seq 1 "$runs"); do
+      for server in ours node; do
+        echo "== compare: $server, $CLIENTS clients, $rate predictions/s, run $run of $runs"
+        RATE=$rate deliver_run "$server" "compare-$server-$rate-$run"
+      done
+    done
+  done
+  python3 - "$out" "$runs" "${rate_list[@]}" <<'PY'
+import json, statistics, sys
+out, runs, rates = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+med = statistics.median
+rows, table = [], []
+for rate in rates:
+    for server in ("ours", "node"):
+        rs = [json.load(open(f"{out}/deliver-compare-{server}-{rate}-{i}.json")) for i in range(1, runs + 1)]
+        row = {
+            "server": server,
+            "rate": float(rate),
+            "runs": runs,
+            "p50_ms": med(r["latency_ms"]["p50"] for r in rs),
+            "p99_ms": med(r["latency_ms"]["p99"] for r in rs),
+            "deliveries_per_second": med(r["deliveries_per_second"] for r in rs),
+            "published_share": med(r["published_share"] for r in rs),
+            "delivered_share": med(r["delivered"] / max(r["expected_deliveries"], 1) for r in rs),
+            "bytes_per_connection_after_traffic": med(r["bytes_per_connection"]["after_traffic"] for r in rs),
+        }
+        rows.append(row)
+        table.append(
+            f"| {rate}/s | {server} | {row['p50_ms']:.0f} / {row['p99_ms']:.0f} ms | "
+            f"{row['deliveries_per_second']:,.0f} | {row['published_share']:.0%} | "
+            f"{row['delivered_share']:.1%} | {row['bytes_per_connection_after_traffic'] / 1024:.1f} KiB |"
+        )
+print("| rate | server | p50 / p99 | deliveries/s | published | delivered | per connection after traffic |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+print("\n".join(table))
+json.dump(rows, open(f"{out}/compare.json", "w"), indent=1)
+PY
 }
 
 case "${1:-all}" in
   hold) hold ;;
   fleet) fleet ;;
   deliver) deliver ;;
+  compare) compare ;;
   all) hold; fleet; deliver ;;
-  *) echo "usage: loadtest/ws.sh [hold|fleet|deliver|all]" >&2; exit 2 ;;
+  *) echo "usage: loadtest/ws.sh [hold|fleet|deliver|compare|all]" >&2; exit 2 ;;
 esac

@@ -14,7 +14,9 @@
 //! every few seconds and one JSON summary at the end.
 //!
 //! `publish` writes predictions to Kafka at a steady rate, in bursts, with
-//! `predicted_at` set when each burst is made.
+//! `predicted_at` set when each burst is made; with `--peer`, it sends them
+//! to a peer broadcast server instead (loadtest/peers/), on the same
+//! schedule.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs as _};
@@ -104,9 +106,14 @@ struct ClientsArgs {
 
 #[derive(Debug, Args)]
 struct PublishArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS")]
-    brokers: String,
+    /// Kafka bootstrap servers (what the fanout reads).
+    #[arg(long, env = "KAFKA_BROKERS", required_unless_present = "peer")]
+    brokers: Option<String>,
+    /// A peer broadcast server's publish URL instead of Kafka
+    /// (`ws://127.0.0.1:18091/publish`, loadtest/peers/ws-broadcast.js):
+    /// each burst goes to it as one JSON array, over one WebSocket.
+    #[arg(long, conflicts_with = "brokers")]
+    peer: Option<String>,
     /// Topic name prefix (as the services' `KAFKA_TOPIC_PREFIX`).
     #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
@@ -537,6 +544,12 @@ impl Client {
 
 // --- publish -----------------------------------------------------------------
 
+/// Where `publish` sends its bursts.
+enum Sink {
+    Kafka(Producer),
+    Peer(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>),
+}
+
 async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     if !(args.rate > 0.0 && args.rate.is_finite()) {
         bail!("--rate must be a positive number");
@@ -544,9 +557,25 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     if args.sports.is_empty() || args.games == 0 || args.burst == 0 {
         bail!("--sports, --games and --burst must not be empty or zero");
     }
-    let mut cfg = KafkaConfig::new(args.brokers.clone(), "wsload");
-    cfg.topic_prefix = args.topic_prefix.clone();
-    let producer = Producer::new(&cfg).context("creating the Kafka producer")?;
+    let mut sink = match (&args.peer, &args.brokers) {
+        (Some(url), _) => {
+            let target = parse_target(url)?;
+            let tcp = tokio::net::TcpStream::connect(target.addr)
+                .await
+                .with_context(|| format!("connecting to the peer at {url}"))?;
+            tcp.set_nodelay(true)?;
+            let (ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+                .await
+                .with_context(|| format!("the WebSocket handshake with {url}"))?;
+            Sink::Peer(ws)
+        }
+        (None, Some(brokers)) => {
+            let mut cfg = KafkaConfig::new(brokers.clone(), "wsload");
+            cfg.topic_prefix = args.topic_prefix.clone();
+            Sink::Kafka(Producer::new(&cfg).context("creating the Kafka producer")?)
+        }
+        (None, None) => bail!("--brokers or --peer"),
+    };
     let period = Duration::from_secs_f64(args.burst as f64 / args.rate);
     let start = tokio::time::Instant::now();
     let mut next = start;
@@ -576,7 +605,13 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             });
             sent += 1;
         }
-        producer.publish_batch(&batch).await.context("publishing")?;
+        match &mut sink {
+            Sink::Kafka(producer) => producer.publish_batch(&batch).await.context("publishing")?,
+            Sink::Peer(ws) => ws
+                .send(Message::Text(serde_json::to_string(&batch)?.into()))
+                .await
+                .context("publishing to the peer")?,
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     println!(

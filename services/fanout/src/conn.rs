@@ -262,6 +262,9 @@ impl Session<'_> {
         match op {
             ClientOp::Ping { id } => self.send(protocol::pong_frame(id.as_ref())).await,
             ClientOp::Unsubscribe { channels } => {
+                let Some(channels) = self.bounded(channels).await? else {
+                    return Ok(());
+                };
                 for name in channels {
                     match Channel::parse(&name) {
                         Some(ch) => {
@@ -275,6 +278,35 @@ impl Session<'_> {
                 Ok(())
             }
             ClientOp::Subscribe { channels, since } => {
+                let Some(channels) = self.bounded(channels).await? else {
+                    return Ok(());
+                };
+                // All or nothing: a request that would take the connection
+                // over the limit subscribes to none of its channels.
+                let max = self.ctx.limits.max_subscriptions;
+                let adding = channels
+                    .iter()
+                    .filter_map(|name| Channel::parse(name))
+                    .filter(|ch| !self.subs.contains(ch))
+                    .filter(|ch| {
+                        self.client
+                            .channels
+                            .as_ref()
+                            .is_none_or(|a| ch.allowed_by(a))
+                    })
+                    .count();
+                if self.subs.len() + adding > max {
+                    return self
+                        .send(protocol::error_frame(
+                            "too_many_subscriptions",
+                            &format!(
+                                "this would hold {} channels; at most {max} per connection \
+                                 (MAX_SUBSCRIPTIONS): nothing was subscribed",
+                                self.subs.len() + adding
+                            ),
+                        ))
+                        .await;
+                }
                 for name in channels {
                     let Some(ch) = Channel::parse(&name) else {
                         self.send(unknown_channel(&name)).await?;
@@ -290,24 +322,41 @@ impl Session<'_> {
                         .await?;
                         continue;
                     }
-                    if !self.subs.contains(&ch)
-                        && self.subs.len() >= self.ctx.limits.max_subscriptions
-                    {
-                        self.send(protocol::error_frame(
-                            "too_many_subscriptions",
-                            &format!(
-                                "at most {} channels per connection",
-                                self.ctx.limits.max_subscriptions
-                            ),
-                        ))
-                        .await?;
-                        continue;
-                    }
                     self.subscribe(ch, &name, since.get(&name)).await?;
                 }
                 Ok(())
             }
         }
+    }
+
+    /// The channels of one request, each once, in the order asked; `None`
+    /// (after one `too_many_subscriptions` error frame, and with nothing
+    /// changed) when the request names more distinct channels than a
+    /// connection may hold, or a subscription would take the connection
+    /// over `MAX_SUBSCRIPTIONS`. Every later answer is one frame per
+    /// channel, so this bounds what one request can make the server send
+    /// (a request naming thousands would otherwise fill the client's queue
+    /// with answers and get it closed as slow).
+    async fn bounded(&mut self, channels: Vec<String>) -> Result<Option<Vec<String>>, Exit> {
+        let max = self.ctx.limits.max_subscriptions;
+        let mut seen = std::collections::HashSet::new();
+        let mut distinct = Vec::new();
+        for name in channels {
+            if seen.contains(&name) {
+                continue;
+            }
+            if seen.len() == max {
+                self.send(protocol::error_frame(
+                    "too_many_subscriptions",
+                    &format!("a request names at most {max} channels (MAX_SUBSCRIPTIONS)"),
+                ))
+                .await?;
+                return Ok(None);
+            }
+            seen.insert(name.clone());
+            distinct.push(name);
+        }
+        Ok(Some(distinct))
     }
 
     async fn subscribe(

@@ -44,11 +44,10 @@ async fn malformed_unknown_and_excessive_requests_get_errors_and_others_are_unaf
     assert_eq!(bad.next().await["code"], "unknown_channel");
     bad.send_raw(Message::Binary(vec![1, 2, 3].into())).await;
     assert_eq!(bad.next().await["code"], "malformed");
+    // Over the limit: one error frame, and none of the channels taken.
     bad.send(serde_json::json!({"op": "subscribe", "channels": ["game:a", "game:b", "game:c", "game:d"]})).await;
-    for _ in 0..3 {
-        assert_eq!(bad.next().await["type"], "subscribed");
-    }
-    assert_eq!(bad.next().await["code"], "too_many_subscriptions");
+    let refused = bad.next().await;
+    assert_eq!(refused["code"], "too_many_subscriptions", "{refused}");
     bad.send(serde_json::json!({"op": "ping", "id": 42})).await;
     let pong = bad.next().await;
     assert_eq!(
@@ -64,6 +63,46 @@ async fn malformed_unknown_and_excessive_requests_get_errors_and_others_are_unaf
     publish(&infra.producer(), &[pred("z1", "nba", 0.4)]).await;
     let got = bystander.predictions(1).await;
     assert_eq!(got[0]["data"]["game_id"], "z1");
+    app.stop().await.unwrap();
+}
+
+/// One request gets at most one answer per distinct channel, and a request
+/// over the limit one error: a client cannot make the server flood it (3,000
+/// names used to get 3,000 frames, enough to close the asker as slow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_gets_one_answer_per_distinct_channel_or_one_refusal() {
+    let infra = Infra::new();
+    let app = spawn(
+        &infra,
+        &[("MAX_SUBSCRIPTIONS", "3"), ("MAX_FRAME_BYTES", "65536")],
+    )
+    .await;
+    let mut bad = client(&app).await;
+    // A channel named thousands of times is one channel: one answer.
+    let many = vec!["game:a"; 3000];
+    bad.send(serde_json::json!({"op": "subscribe", "channels": many}))
+        .await;
+    assert_eq!(bad.next().await["channel"], "game:a");
+    // Thousands of distinct names: one error frame, not one per name.
+    let names: Vec<String> = (0..3000).map(|i| format!("game:g{i}")).collect();
+    bad.send(serde_json::json!({"op": "subscribe", "channels": names}))
+        .await;
+    assert_eq!(bad.next().await["code"], "too_many_subscriptions");
+    bad.send(serde_json::json!({"op": "unsubscribe", "channels": names}))
+        .await;
+    assert_eq!(bad.next().await["code"], "too_many_subscriptions");
+    // Up to the limit still works: game:a held, two more fit, a third not.
+    bad.send(serde_json::json!({"op": "subscribe", "channels": ["game:b", "game:a", "game:c"]}))
+        .await;
+    for _ in 0..3 {
+        assert_eq!(bad.next().await["type"], "subscribed");
+    }
+    bad.send(serde_json::json!({"op": "subscribe", "channels": ["game:d"]}))
+        .await;
+    assert_eq!(bad.next().await["code"], "too_many_subscriptions");
+    // Nothing else was queued: the next answer is the pong.
+    bad.send(serde_json::json!({"op": "ping", "id": 7})).await;
+    assert_eq!(bad.next().await["type"], "pong");
     app.stop().await.unwrap();
 }
 
