@@ -214,10 +214,10 @@ deliver_run() {
   # Memory after traffic: once the last burst has been written.
   sleep 2
   rss2=$(rss_kib "$pid")
-  python3 - "$out" "$tag" "$server" "$RATE" "$DURATION" "$rss0" "$rss1" "$rss2" <<'PY'
+  python3 - "$out" "$tag" "$server" "$RATE" "$DURATION" "$BURST" "$rss0" "$rss1" "$rss2" <<'PY'
 import json, sys
-out, tag, server, rate, duration = sys.argv[1:6]
-rss0, rss1, rss2 = map(int, sys.argv[6:9])
+out, tag, server, rate, duration, burst = sys.argv[1:7]
+rss0, rss1, rss2 = map(int, sys.argv[7:10])
 c = json.load(open(f"{out}/deliver-{tag}-clients.json"))
 p = json.load(open(f"{out}/deliver-{tag}-publish.json"))
 res = {
@@ -225,7 +225,9 @@ res = {
     "offered_rate": float(rate),
     "clients": c["subscribed"],
     "published": p["published"],
-    "published_share": round(p["published"] / (float(rate) * float(duration)), 3),
+    # The publisher sends a burst at 0 s and every BURST/RATE s while under
+    # DURATION: floor(DURATION * RATE / BURST) + 1 bursts.
+    "published_share": round(p["published"] / ((int(float(rate) * float(duration) / int(burst)) + 1) * int(burst)), 3),
     "expected_deliveries": p["published"] * c["subscribed"],
     "delivered": c["predictions"],
     "deliveries_per_second": round(c["deliveries_per_second"]),

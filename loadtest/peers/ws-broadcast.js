@@ -62,6 +62,8 @@ function broadcast(name, prediction) {
   const subs = channels.get(name);
   if (!subs || subs.size === 0) return;
   const frame = `{"type":"prediction","channel":${JSON.stringify(name)},"position":{"partition":0,"offset":${offset}},"data":${prediction}}`;
+  // A string, as most servers send: encoding it to a Buffer once and sending
+  // that measured slower here (benches/results/ws-compare-2026-12-03-*.txt).
   for (const ws of subs) ws.send(frame);
 }
 

@@ -111,8 +111,9 @@ struct PublishArgs {
     brokers: Option<String>,
     /// A peer broadcast server's publish URL instead of Kafka
     /// (`ws://127.0.0.1:18091/publish`, loadtest/peers/ws-broadcast.js):
-    /// each burst goes to it as one JSON array, over one WebSocket.
-    #[arg(long, conflicts_with = "brokers")]
+    /// each burst goes to it as one JSON array, over one WebSocket (Kafka
+    /// is then not used, even with KAFKA_BROKERS set).
+    #[arg(long)]
     peer: Option<String>,
     /// Topic name prefix (as the services' `KAFKA_TOPIC_PREFIX`).
     #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
