@@ -53,6 +53,42 @@ docker stack config -c "$tmp/offline.yml" >/dev/null
 
 step "Kubernetes: every overlay rendered and validated (Kubernetes 1.30 and 1.37, the operators' CRD schemas)"
 python3 scripts/k8s-validate.py deploy/k8s/overlays/* deploy/argocd/fantasy.yaml
+# ...and it can fail: a Deployment with a misspelt field, a ScaledObject
+# with a number where KEDA wants a string, a kind nobody defines.
+mkdir -p "$tmp/bad"
+printf 'resources: [bad.yaml]\n' >"$tmp/bad/kustomization.yaml"
+cat >"$tmp/bad/bad.yaml" <<'EOF'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: x}
+spec:
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata: {labels: {a: b}}
+    spec: {containers: [{name: x, image: x, imagePullPolicyy: Always}]}
+---
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: x}
+spec:
+  scaleTargetRef: {name: x}
+  triggers: [{type: kafka, metadata: {lagThreshold: 5}}]
+---
+apiVersion: example.com/v1
+kind: Nobody
+metadata: {name: x}
+EOF
+if python3 scripts/k8s-validate.py "$tmp/bad" >"$tmp/bad.out" 2>&1; then
+  echo "check-deploy: k8s-validate.py accepted invalid objects" >&2
+  exit 1
+fi
+for expected in 'unknown field "imagePullPolicyy"' 'lagThreshold: expected string' 'unknown kind example.com/v1 Nobody'; do
+  grep -qF "$expected" "$tmp/bad.out" || {
+    cat "$tmp/bad.out" >&2
+    echo "check-deploy: k8s-validate.py did not report: $expected" >&2
+    exit 1
+  }
+done
 
 step "GitHub workflows: scripts/lint-workflows.sh"
 bash scripts/lint-workflows.sh

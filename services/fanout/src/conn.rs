@@ -332,11 +332,11 @@ impl Session<'_> {
     /// The channels of one request, each once, in the order asked; `None`
     /// (after one `too_many_subscriptions` error frame, and with nothing
     /// changed) when the request names more distinct channels than a
-    /// connection may hold, or a subscription would take the connection
-    /// over `MAX_SUBSCRIPTIONS`. Every later answer is one frame per
-    /// channel, so this bounds what one request can make the server send
-    /// (a request naming thousands would otherwise fill the client's queue
-    /// with answers and get it closed as slow).
+    /// connection may hold. Every later answer is one frame per channel, so
+    /// this bounds what one request can make the server send (a request
+    /// naming thousands would otherwise fill the client's queue with
+    /// answers and get it closed as slow). Whether a subscription fits
+    /// beside the ones held is the caller's check.
     async fn bounded(&mut self, channels: Vec<String>) -> Result<Option<Vec<String>>, Exit> {
         let max = self.ctx.limits.max_subscriptions;
         let mut seen = std::collections::HashSet::new();

@@ -425,6 +425,15 @@ fn our_image(image: &str) -> Option<String> {
     re.captures(image).map(|c| c[1].to_owned())
 }
 
+/// A secret-looking variable (`*_PASSWORD`, `*_SECRET`, ...), in the
+/// Compose and Swarm files and the Kubernetes manifests alike.
+fn secret_like(var: &str) -> bool {
+    static SECRET: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|_USER$").unwrap()
+    });
+    SECRET.is_match(var)
+}
+
 /// Checks shared by both files; returns the image target of each of our
 /// services.
 fn check_services(file: &str, doc: &Value, swarm: bool) -> BTreeMap<String, String> {
@@ -434,7 +443,6 @@ fn check_services(file: &str, doc: &Value, swarm: bool) -> BTreeMap<String, Stri
     let configs: BTreeSet<String> = names(doc.get("configs")).into_iter().collect();
     let mut used_secrets = BTreeSet::new();
     let mut ours = BTreeMap::new();
-    let secret_word = Regex::new(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|_USER$").unwrap();
 
     for (name, service) in services {
         let at = format!("{file}: {name}");
@@ -481,7 +489,7 @@ fn check_services(file: &str, doc: &Value, swarm: bool) -> BTreeMap<String, Stri
         // No secret in plain environment: secret-looking variables name a
         // mounted secret file.
         for (var, value) in env(service) {
-            if !secret_word.is_match(&var) && !var.ends_with("_FILE") {
+            if !secret_like(&var) && !var.ends_with("_FILE") {
                 continue;
             }
             if var == "GF_SECURITY_ADMIN_USER" || var == "POSTGRES_USER" {
@@ -1856,13 +1864,6 @@ fn the_gateways_route_every_path_a_service_serves_to_that_service() {
             );
         }
     }
-}
-
-/// A secret-looking variable (`*_PASSWORD`, `*_SECRET`, ...).
-fn secret_like(var: &str) -> bool {
-    Regex::new(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|_USER$")
-        .unwrap()
-        .is_match(var)
 }
 
 /// The variables a container sees, from its ConfigMaps (`envFrom`) and its
