@@ -1,5 +1,6 @@
 //! The typed, at-least-once consumer.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -186,6 +187,16 @@ pub struct RunSummary {
     /// Times the member left and rejoined its group on a stall (see
     /// [`ConsumerOptions::rejoin_when_stalled`]).
     pub rejoins: u64,
+    /// Failing batches given up because the group rebalanced meanwhile
+    /// (read again from the last commit by the partitions' new owners).
+    pub abandoned: u64,
+}
+
+/// How a batch's handling ended.
+enum Handled {
+    Done,
+    Shutdown,
+    Abandoned,
 }
 
 /// librdkafka callbacks: logs, statistics (consumer lag), rebalances.
@@ -281,9 +292,15 @@ impl ConsumerContext for Ctx {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // A partition paused while a batch failed (see
+                // `handle_with_retry`) would stay paused in its new
+                // generation: the batch was given up, so fetch anew.
+                if let Err(e) = consumer.resume(tpl) {
+                    warn!(group = %self.group, error = %e, "cannot resume the assigned partitions");
+                }
                 self.set_assignment(|a| {
                     for e in tpl.elements() {
                         let entry = (e.topic().to_owned(), e.partition());
@@ -539,24 +556,37 @@ impl<M: Decode> Consumer<M> {
     ) -> Result<(), ConsumerError> {
         let mut taken: Vec<(u64, Taken<M>)> = Vec::with_capacity(self.opts.max_batch);
         let mut records: Vec<Record<M>> = Vec::with_capacity(self.opts.max_batch);
+        // Messages received while a batch was retried, in order: they come
+        // before anything fetched after them.
+        let mut pending: VecDeque<(u64, Taken<M>)> = VecDeque::new();
         loop {
             taken.clear();
             // Wait for the first message, or shutdown.
-            let first = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(()),
-                () = self.rejoin.notified() => {
-                    self.rejoin()?;
-                    summary.rejoins += 1;
-                    continue;
+            if let Some(first) = pending.pop_front() {
+                taken.push(first);
+            } else {
+                let first = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = self.rejoin.notified() => {
+                        self.rejoin()?;
+                        summary.rejoins += 1;
+                        continue;
+                    }
+                    m = self.inner.recv() => m,
+                };
+                match first {
+                    Ok(m) => taken.push((self.generation(), self.take(&m))),
+                    Err(e) => {
+                        self.on_receive_error(e)?;
+                        continue;
+                    }
                 }
-                m = self.inner.recv() => m,
-            };
-            match first {
-                Ok(m) => taken.push((self.generation(), self.take(&m))),
-                Err(e) => {
-                    self.on_receive_error(e)?;
-                    continue;
+            }
+            while taken.len() < self.opts.max_batch {
+                match pending.pop_front() {
+                    Some(t) => taken.push(t),
+                    None => break,
                 }
             }
             // Then fill the batch from what is already buffered, up to
@@ -605,11 +635,19 @@ impl<M: Decode> Consumer<M> {
             if !records.is_empty() {
                 metrics::histogram!("kafka_consumer_batch_size", "group" => self.opts.group_id.clone())
                     .record(records.len() as f64);
-                if !self
-                    .handle_with_retry(handler, &records, shutdown, summary)
-                    .await
+                match self
+                    .handle_with_retry(handler, &records, shutdown, summary, &mut pending)
+                    .await?
                 {
-                    return Ok(());
+                    Handled::Done => {}
+                    Handled::Shutdown => return Ok(()),
+                    // The group rebalanced while the batch failed: whoever
+                    // owns its partitions now reads them again from the
+                    // last commit (this member too, for those it kept).
+                    Handled::Abandoned => {
+                        summary.abandoned += 1;
+                        continue;
+                    }
                 }
                 summary.messages += records.len() as u64;
                 metrics::counter!("kafka_consumer_messages_total", "group" => self.opts.group_id.clone())
@@ -745,31 +783,34 @@ impl<M: Decode> Consumer<M> {
         true
     }
 
-    /// Offers `records` to the handler until it succeeds. Returns `false` if
-    /// shutdown came first.
+    /// Offers `records` to the handler until it succeeds, shutdown comes, or
+    /// the group rebalances (the batch is then given up uncommitted).
+    /// Between attempts the member fetches nothing and keeps polling.
     async fn handle_with_retry<H: Handler<M>>(
         &self,
         handler: &mut H,
         records: &[Record<M>],
         shutdown: &CancellationToken,
         summary: &mut RunSummary,
-    ) -> bool {
+        pending: &mut VecDeque<(u64, Taken<M>)>,
+    ) -> Result<Handled, ConsumerError> {
         let mut backoff = self.opts.retry_initial;
         let probe = self.assignment_probe();
+        let generation = self.generation();
         let mut failed = false;
         let span = batch_span(&self.opts.group_id, records);
-        loop {
+        let handled = loop {
             match handler.handle(records).instrument(span.clone()).await {
-                Ok(()) => {
-                    if failed {
-                        probe.set_failing(false);
-                    }
-                    return true;
-                }
+                Ok(()) => break Handled::Done,
                 Err(e) => {
                     if !failed {
                         probe.set_failing(true);
                         failed = true;
+                        // Fetch nothing more while the batch fails, but keep
+                        // polling: a member that stops polling holds up
+                        // every rebalance of its group until
+                        // max.poll.interval.ms (five minutes) drops it.
+                        self.pause_held();
                     }
                     if let Some(why) = e.downcast_ref::<NotYet>() {
                         if summary.held == 0 {
@@ -787,13 +828,61 @@ impl<M: Decode> Consumer<M> {
                             "batch handler failed: {e:#}"
                         );
                     }
-                    tokio::select! {
-                        () = shutdown.cancelled() => return false,
-                        () = tokio::time::sleep(backoff) => {}
+                    let wake = tokio::time::sleep(backoff);
+                    tokio::pin!(wake);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = shutdown.cancelled() => return Ok(Handled::Shutdown),
+                            () = &mut wake => break,
+                            // Serves rebalances (their callbacks run in the
+                            // poll); a message fetched before the pause
+                            // waits its turn.
+                            m = self.inner.recv() => match m {
+                                Ok(m) => pending.push_back((self.generation(), self.take(&m))),
+                                Err(e) => self.on_receive_error(e)?,
+                            },
+                        }
+                        if self.generation() != generation {
+                            break;
+                        }
+                    }
+                    if self.generation() != generation {
+                        break Handled::Abandoned;
                     }
                     backoff = (backoff * 2).min(self.opts.retry_max);
                 }
             }
+        };
+        if failed {
+            probe.set_failing(false);
+            self.resume_held();
+        }
+        Ok(handled)
+    }
+
+    /// Pauses fetching on every partition held now.
+    fn pause_held(&self) {
+        match self.inner.assignment() {
+            Ok(held) => {
+                if let Err(e) = self.inner.pause(&held) {
+                    warn!(group = %self.opts.group_id, error = %e, "cannot pause the partitions of a failing batch");
+                }
+            }
+            Err(e) => warn!(group = %self.opts.group_id, error = %e, "cannot read the assignment"),
+        }
+    }
+
+    /// Resumes fetching on every partition held now (a rebalance during the
+    /// pause may have kept some of them paused).
+    fn resume_held(&self) {
+        match self.inner.assignment() {
+            Ok(held) => {
+                if let Err(e) = self.inner.resume(&held) {
+                    warn!(group = %self.opts.group_id, error = %e, "cannot resume fetching after a failing batch");
+                }
+            }
+            Err(e) => warn!(group = %self.opts.group_id, error = %e, "cannot read the assignment"),
         }
     }
 }

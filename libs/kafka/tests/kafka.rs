@@ -829,8 +829,8 @@ async fn each_member_answers_for_the_partitions_it_holds() {
     cfg.stall_after = Duration::from_secs(2);
     // Two partitions, three members: one holds partition 0 and cannot
     // handle it, one holds partition 1 and keeps up, one holds nothing.
-    // The games come once the group has formed: a member stuck on its
-    // batch does not poll, so it could not take part in a later rebalance.
+    // The games come once the group has formed, so that no member fails a
+    // batch holding both partitions before the others join.
     let topic = topic_with_games(&broker, &cfg, 2, 0).await;
     let group = group();
     let mut members = Vec::new();
@@ -946,4 +946,74 @@ async fn a_member_rejoins_when_partitions_it_does_not_hold_stall() {
         rejoins += summary.rejoins;
     }
     assert!(rejoins >= 1, "no member rejoined");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_retrying_a_failing_batch_lets_its_group_rebalance() {
+    let (broker, cfg) = setup();
+    // One member holds both partitions and cannot handle partition 1, so
+    // every batch it reads fails. A second member joins: the group must
+    // rebalance around the failing one (which keeps polling between
+    // attempts) instead of waiting out max.poll.interval.ms, and
+    // partition 0's games must all be handled by whoever holds it then.
+    let topic = topic_with_games(&broker, &cfg, 2, 0).await;
+    let producer = Producer::new(&cfg).unwrap();
+    let mut on_zero = 0;
+    for g in games(40, "r") {
+        let (partition, _) = with_timeout(producer.publish_to(&topic, &g)).await.unwrap();
+        on_zero += usize::from(partition == 0);
+    }
+    let group = group();
+    let member = |collected: Collect| {
+        let mut opts = options(&group, &topic);
+        opts.rejoin_when_stalled = false;
+        let consumer = Consumer::<Game>::new(&cfg, opts).unwrap();
+        let probe = consumer.assignment_probe();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let handler = StuckOn {
+            stuck: 1,
+            inner: collected,
+        };
+        let task = tokio::spawn(async move { consumer.run(handler, token).await.unwrap() });
+        (probe, shutdown, task)
+    };
+    let collected = Collect::default();
+    let first = member(collected.clone());
+    eventually(
+        "the first member to fail a batch with both partitions",
+        Duration::from_secs(30),
+        || first.0.assignment().len() == 2 && first.0.handler_failing(),
+    )
+    .await;
+    let second = member(collected.clone());
+    eventually(
+        "the group to rebalance around the failing member",
+        Duration::from_secs(30),
+        || second.0.assignment().len() == 1 && first.0.assignment().len() == 1,
+    )
+    .await;
+
+    assert!(on_zero > 0, "no games on partition 0");
+    eventually(
+        "partition 0's games to be handled",
+        Duration::from_secs(30),
+        || collected.partitions() == BTreeSet::from([0]) && collected.len() >= on_zero,
+    )
+    .await;
+    let mut abandoned = 0;
+    for (_, shutdown, task) in [first, second] {
+        shutdown.cancel();
+        let summary = tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("member did not stop")
+            .unwrap();
+        abandoned += summary.abandoned;
+    }
+    assert!(
+        abandoned >= 1,
+        "the failing batch was not given up on the rebalance"
+    );
+    let ids: HashSet<String> = collected.ids().into_iter().collect();
+    assert_eq!(ids.len(), on_zero, "partition 0's games, each handled");
 }
