@@ -4,17 +4,17 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use fantasy_cache::Cache;
 use fantasy_http::Client;
-use futures::SinkExt as _;
+use futures::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 use crate::hub::{Conn, Frame, Hub};
 use crate::protocol::{self, Channel, ClientOp, OpError};
+use crate::ws::{self, Socket};
 
 /// Frames written per flush: a burst goes out in few system calls.
 const WRITE_BATCH: usize = 64;
@@ -74,14 +74,14 @@ struct Session<'a> {
     ctx: &'a Context,
     client: Client,
     conn: Arc<Conn>,
-    socket: WebSocket,
+    socket: Socket,
     subs: BTreeSet<Channel>,
     written: u64,
 }
 
 /// Runs a connection until the client leaves, is kicked, or the server
 /// stops; always unsubscribes it everywhere on the way out.
-pub async fn run(socket: WebSocket, client: Client, ctx: Arc<Context>) {
+pub async fn run(socket: Socket, client: Client, ctx: Arc<Context>) {
     let (conn, rx) = ctx.hub.connect();
     let mut s = Session {
         ctx: &ctx,
@@ -105,25 +105,40 @@ pub async fn run(socket: WebSocket, client: Client, ctx: Arc<Context>) {
 /// connection ends cleanly. Dropping the socket at once would reset it when
 /// the client's late frames (a pong) arrive, and the client could lose the
 /// close frame, and with it the reason, from its receive buffer.
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }));
-    if !matches!(
-        tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await,
-        Ok(Ok(()))
-    ) {
+async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
+    if write(socket, &[ws::close(code, reason)], CLOSE_TIMEOUT)
+        .await
+        .is_err()
+    {
         return;
     }
     let _ = tokio::time::timeout(CLOSE_DRAIN, async {
-        while let Some(Ok(m)) = socket.recv().await {
+        while let Some(Ok(m)) = socket.next().await {
             if matches!(m, Message::Close(_)) {
                 break;
             }
         }
     })
     .await;
+}
+
+/// Writes frames made by [`ws`], after whatever tungstenite has queued (a
+/// pong, possibly half written when the socket was full), within `limit`.
+async fn write<B: AsRef<[u8]>>(
+    socket: &mut Socket,
+    frames: &[B],
+    limit: Duration,
+) -> Result<(), Exit> {
+    let write = async {
+        socket.flush().await.map_err(|_| Exit::Gone)?;
+        ws::write_frames(socket.get_mut(), frames)
+            .await
+            .map_err(|_| Exit::Gone)
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(done) => done,
+        Err(_) => Err(Exit::Close(4001, "slow client: writes time out")),
+    }
 }
 
 impl Session<'_> {
@@ -155,17 +170,14 @@ impl Session<'_> {
                         return exit;
                     }
                 }
-                msg = self.socket.recv() => {
+                msg = self.socket.next() => {
                     last_heard = Instant::now();
                     match msg {
                         None | Some(Ok(Message::Close(_))) => return Exit::Gone,
                         Some(Err(e)) => {
                             // A frame over the limit is the one error the
                             // client can fix; anything else is a dead link.
-                            let too_big = e
-                                .into_inner()
-                                .downcast_ref::<tungstenite::Error>()
-                                .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
+                            let too_big = matches!(e, tungstenite::Error::Capacity(_));
                             return if too_big { Exit::Close(1009, "frame too large") } else { Exit::Gone };
                         }
                         Some(Ok(Message::Text(text))) => {
@@ -180,15 +192,15 @@ impl Session<'_> {
                         }
                         // Pings are answered by the WebSocket layer; a pong
                         // only proves the client is alive.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     }
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > limits.idle_timeout {
                         return Exit::Close(4002, "idle: no pong within IDLE_TIMEOUT");
                     }
-                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
-                        return Exit::Gone;
+                    if let Err(exit) = write(&mut self.socket, &[ws::ping()], WRITE_TIMEOUT).await {
+                        return exit;
                     }
                 }
             }
@@ -196,52 +208,42 @@ impl Session<'_> {
     }
 
     async fn send(&mut self, text: Utf8Bytes) -> Result<(), Exit> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Text(text))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Exit::Gone),
-            Err(_) => Err(Exit::Close(4001, "slow client: writes time out")),
-        }
+        write(&mut self.socket, &[ws::text(&text)], WRITE_TIMEOUT).await
     }
 
-    /// Writes `first` and whatever else is queued (up to a batch), then
-    /// flushes once.
+    /// Writes `first` and whatever else is queued (up to a batch) in as few
+    /// system calls as the socket takes.
     async fn write_burst(
         &mut self,
         first: Frame,
         rx: &mut mpsc::Receiver<Frame>,
     ) -> Result<(), Exit> {
-        let metrics = Arc::clone(&self.ctx.metrics);
-        let write = async {
-            let mut bytes = 0u64;
-            let mut next = Some(first);
-            let mut n = 0;
-            while let Some(frame) = next.take() {
-                bytes += frame.text.len() as u64;
-                self.written += 1;
-                // One latency sample in 16 frames of a connection (its 1st,
-                // 17th, ...): histograms keep samples until scraped, and a
-                // busy process writes 10^5 frames/s.
-                if frame.produced_us > 0 && self.written % 16 == 1 {
-                    let now = chrono::Utc::now().timestamp_micros();
-                    metrics
-                        .latency
-                        .record((now - frame.produced_us).max(0) as f64 / 1e6);
-                }
-                self.socket.feed(Message::Text(frame.text.clone())).await?;
-                n += 1;
-                if n < WRITE_BATCH {
-                    next = rx.try_recv().ok();
-                }
+        let mut burst = Vec::with_capacity((rx.len() + 1).min(WRITE_BATCH));
+        burst.push(first);
+        while burst.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(frame) => burst.push(frame),
+                Err(_) => break,
             }
-            self.socket.flush().await?;
-            metrics.bytes_out.increment(bytes);
-            Ok::<(), axum::Error>(())
-        };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Exit::Gone),
-            Err(_) => Err(Exit::Close(4001, "slow client: writes time out")),
         }
+        let mut bytes = 0u64;
+        for frame in &burst {
+            bytes += frame.wire.len() as u64;
+            self.written += 1;
+            // One latency sample in 16 frames of a connection (its 1st,
+            // 17th, ...): histograms keep samples until scraped, and a
+            // busy process writes 10^5 frames/s.
+            if frame.produced_us > 0 && self.written % 16 == 1 {
+                let now = chrono::Utc::now().timestamp_micros();
+                self.ctx
+                    .metrics
+                    .latency
+                    .record((now - frame.produced_us).max(0) as f64 / 1e6);
+            }
+        }
+        write(&mut self.socket, &burst, WRITE_TIMEOUT).await?;
+        self.ctx.metrics.bytes_out.increment(bytes);
+        Ok(())
     }
 
     async fn handle_op(&mut self, text: &str) -> Result<(), Exit> {
@@ -377,9 +379,7 @@ impl Session<'_> {
         match found.recovered {
             Some(true) => {
                 self.ctx.metrics.recovered.increment(1);
-                for frame in found.replay {
-                    self.send(frame.text.clone()).await?;
-                }
+                write(&mut self.socket, &found.replay, WRITE_TIMEOUT).await?;
             }
             Some(false) => {
                 self.ctx.metrics.not_recovered.increment(1);
@@ -387,9 +387,7 @@ impl Session<'_> {
                 self.send(snapshot).await?;
             }
             None => {
-                for frame in found.replay {
-                    self.send(frame.text.clone()).await?;
-                }
+                write(&mut self.socket, &found.replay, WRITE_TIMEOUT).await?;
             }
         }
         Ok(())

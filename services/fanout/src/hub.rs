@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use fantasy_kafka::TailRecord;
 use fantasy_messages::{ExperimentStanding, ModelMetrics, Prediction};
 use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::Limits;
 use crate::protocol::{self, Channel};
@@ -28,7 +29,9 @@ pub struct Frame(Arc<FrameData>);
 
 #[derive(Debug)]
 pub struct FrameData {
-    pub text: Utf8Bytes,
+    /// The whole WebSocket text frame, header and all, as every socket
+    /// gets it (see [`crate::ws`]).
+    pub wire: Bytes,
     pub partition: i32,
     pub offset: i64,
     /// When the prediction was made (µs since the epoch), for the
@@ -45,11 +48,29 @@ impl std::ops::Deref for Frame {
     }
 }
 
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        &self.wire
+    }
+}
+
+impl FrameData {
+    /// The message the frame carries.
+    pub fn text(&self) -> &str {
+        let at = match self.wire[1] & 0x7F {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        std::str::from_utf8(&self.wire[at..]).unwrap_or_default()
+    }
+}
+
 impl Frame {
-    /// A frame outside the position sequence (subscribed, errors, ...).
-    pub fn control(text: Utf8Bytes) -> Self {
+    /// A frame outside the position sequence (metrics, ...).
+    pub fn control(text: &Utf8Bytes) -> Self {
         Self(Arc::new(FrameData {
-            text,
+            wire: crate::ws::text(text),
             partition: -1,
             offset: -1,
             produced_us: 0,
@@ -287,7 +308,7 @@ impl Hub {
                 continue;
             };
             let frame = Frame(Arc::new(FrameData {
-                text,
+                wire: crate::ws::text(&text),
                 partition: record.partition,
                 offset: record.offset,
                 produced_us,
@@ -331,7 +352,7 @@ impl Hub {
         if let Some(text) = frame {
             // Metrics frames carry no prediction position: history keeps
             // them for new subscribers, recovery does not apply.
-            self.deliver(&Channel::Metrics, Frame::control(text));
+            self.deliver(&Channel::Metrics, Frame::control(&text));
         }
     }
 
@@ -671,7 +692,7 @@ mod tests {
             frames
                 .iter()
                 .map(|f| {
-                    let v: serde_json::Value = serde_json::from_str(f.text.as_str()).unwrap();
+                    let v: serde_json::Value = serde_json::from_str(f.text()).unwrap();
                     assert_eq!(v["channel"], "metrics", "{v}");
                     let n = v["data"]["outcomes"]
                         .as_u64()

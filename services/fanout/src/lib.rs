@@ -16,6 +16,7 @@ pub mod conn;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+pub mod ws;
 
 pub use config::{Config, Limits};
 
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -35,6 +36,7 @@ use fantasy_http::auth::Authenticator;
 use fantasy_http::{ApiError, Supervisor};
 use fantasy_kafka::{BrokerProbe, TailReader, TailStart, ensure_stack_topics};
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -67,7 +69,7 @@ async fn stream(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     uri: Uri,
-    upgrade: WebSocketUpgrade,
+    upgrade: ws::Upgrade,
 ) -> Response {
     let client = match app.auth.authenticate(&headers, uri.query(), Some(peer)) {
         Ok(c) => c,
@@ -91,20 +93,21 @@ async fn stream(
     let slot = ConnSlot(Arc::clone(&app));
     let ctx = Arc::clone(&app.ctx);
     let tracker = app.tracker.clone();
-    upgrade
-        // Small buffers: most connections are idle most of the time, and a
-        // client's own frames are tiny (subscribe, ping).
+    // tungstenite reads (a small buffer: most connections are idle most of
+    // the time, and a client's own frames are tiny) and writes only its
+    // answers to pings, at once; our frames go out as bytes (see `ws`).
+    let config = WebSocketConfig::default()
         .read_buffer_size(1024)
-        .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(1 << 20)
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                let _slot = slot;
-                conn::run(socket, client, ctx).await;
-            })
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(Some(limits.max_frame_bytes))
+        .max_frame_size(Some(limits.max_frame_bytes));
+    upgrade.on_upgrade(config, move |socket| {
+        tracker.track_future(async move {
+            let _slot = slot;
+            conn::run(socket, client, ctx).await;
         })
+    })
 }
 
 async fn dashboard() -> impl IntoResponse {

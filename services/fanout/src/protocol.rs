@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A channel a client can subscribe to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -176,3 +176,74 @@ async fn a_silent_client_is_closed_as_idle() {
     assert_eq!(c.close_code(Duration::from_secs(5)).await, Some(4002));
     app.stop().await.unwrap();
 }
+
+/// The status line and headers of a raw HTTP/1.1 `request` to `/v1/stream`.
+async fn raw_http(addr: std::net::SocketAddr, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET /v1/stream HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_not_a_websocket_upgrade_gets_a_clear_error_and_client_pings_get_pongs() {
+    let infra = Infra::new();
+    let app = spawn(&infra, &[]).await;
+
+    let plain = raw_http(app.addr, "").await;
+    assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");
+    assert!(plain.contains("not_a_websocket_upgrade"), "{plain}");
+    let old = raw_http(
+        app.addr,
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n",
+    )
+    .await;
+    assert!(old.starts_with("HTTP/1.1 426"), "{old}");
+    assert!(
+        old.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{old}"
+    );
+
+    // A client's pings are answered between the frames the server writes,
+    // and every frame arrives whole.
+    let mut c = client(&app).await;
+    c.subscribe(&["all"]).await;
+    let producer = infra.producer();
+    let mut pongs = 0;
+    for round in 0..20u8 {
+        let preds: Vec<_> = (0..5)
+            .map(|i| pred(&format!("p{round}-{i}"), "nba", 0.5))
+            .collect();
+        publish(&producer, &preds).await;
+        c.send_raw(Message::Ping(vec![round; 3].into())).await;
+    }
+    let mut predictions = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while predictions < 100 || pongs < 20 {
+        let m = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut c.stream))
+            .await
+            .expect("every prediction and pong within 30 s")
+            .expect("the stream goes on")
+            .expect("well-formed frames");
+        match m {
+            Message::Pong(data) => {
+                assert_eq!(&data[..], &[pongs; 3], "pongs answer pings in order");
+                pongs += 1;
+            }
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                predictions += usize::from(v["type"] == "prediction");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    app.stop().await.unwrap();
+}
