@@ -200,9 +200,9 @@ deliver_run() {
     publish_to=(--peer "ws://127.0.0.1:$port/publish")
   fi
   sleep 1
-  local rss0 rss1 rss2; rss0=$(rss_kib "$pid")
+  local rss0 rss1 rss2 rss3; rss0=$(rss_kib "$pid")
   target/release/wsload --threads "$CLIENT_THREADS" clients --url "ws://127.0.0.1:$port/v1/stream" --connections "$CLIENTS" \
-    --source-ips 127.0.0.20-127.0.0.21 --hold $((DURATION + 60))s --quiet-exit 3s \
+    --source-ips 127.0.0.20-127.0.0.21 --hold $((DURATION + 60))s --quiet-exit 8s \
     --ready-file "$state/deliver-$tag" >"$out/deliver-$tag-clients.json" 2>"$out/deliver-$tag.log" &
   local c=$!
   wait_ready "$state/deliver-$tag"
@@ -210,14 +210,18 @@ deliver_run() {
   rss1=$(rss_kib "$pid")
   target/release/wsload publish "${publish_to[@]}" --rate "$RATE" --burst "$BURST" --duration "${DURATION}s" \
     >"$out/deliver-$tag-publish.json"
-  wait "$c"
-  # Memory after traffic: once the last burst has been written.
-  sleep 2
+  # Memory after traffic: the last burst written, every client still
+  # connected (they leave 8 s after their last frame).
+  sleep 3
   rss2=$(rss_kib "$pid")
-  python3 - "$out" "$tag" "$server" "$RATE" "$DURATION" "$BURST" "$rss0" "$rss1" "$rss2" <<'PY'
+  wait "$c"
+  # And once they have gone: what the process keeps of its peak.
+  sleep 2
+  rss3=$(rss_kib "$pid")
+  python3 - "$out" "$tag" "$server" "$RATE" "$DURATION" "$BURST" "$rss0" "$rss1" "$rss2" "$rss3" <<'PY'
 import json, sys
 out, tag, server, rate, duration, burst = sys.argv[1:7]
-rss0, rss1, rss2 = map(int, sys.argv[7:10])
+rss0, rss1, rss2, rss3 = map(int, sys.argv[7:11])
 c = json.load(open(f"{out}/deliver-{tag}-clients.json"))
 p = json.load(open(f"{out}/deliver-{tag}-publish.json"))
 res = {
@@ -233,10 +237,13 @@ res = {
     "deliveries_per_second": round(c["deliveries_per_second"]),
     "latency_ms": c["latency_ms"],
     "closes": c["closes"],
-    "rss_kib": {"before": rss0, "subscribed": rss1, "after_traffic": rss2},
+    "open_at_end": c["open_at_end"],
+    "rss_kib": {"before": rss0, "subscribed": rss1, "after_traffic": rss2, "after_close": rss3},
     "bytes_per_connection": {
         "subscribed": round((rss1 - rss0) * 1024 / max(c["subscribed"], 1)),
         "after_traffic": round((rss2 - rss0) * 1024 / max(c["subscribed"], 1)),
+        # Resident once every client has left, per client it had.
+        "after_close": round((rss3 - rss0) * 1024 / max(c["subscribed"], 1)),
     },
 }
 print(json.dumps(res))
@@ -292,15 +299,20 @@ for rate in rates:
             "deliveries_per_second": med(r["deliveries_per_second"] for r in rs),
             "published_share": med(r["published_share"] for r in rs),
             "delivered_share": med(r["delivered"] / max(r["expected_deliveries"], 1) for r in rs),
+            "bytes_per_connection_subscribed": med(r["bytes_per_connection"]["subscribed"] for r in rs),
             "bytes_per_connection_after_traffic": med(r["bytes_per_connection"]["after_traffic"] for r in rs),
+            "bytes_per_connection_after_close": med(r["bytes_per_connection"]["after_close"] for r in rs),
+            "open_at_end": min(r["open_at_end"] for r in rs),
         }
         rows.append(row)
         table.append(
             f"| {rate}/s | {server} | {row['p50_ms']:.0f} / {row['p99_ms']:.0f} ms | "
             f"{row['deliveries_per_second']:,.0f} | {row['published_share']:.0%} | "
-            f"{row['delivered_share']:.1%} | {row['bytes_per_connection_after_traffic'] / 1024:.1f} KiB |"
+            f"{row['delivered_share']:.1%} | {row['bytes_per_connection_subscribed'] / 1024:.1f} / "
+            f"{row['bytes_per_connection_after_traffic'] / 1024:.1f} / "
+            f"{row['bytes_per_connection_after_close'] / 1024:.1f} KiB |"
         )
-print("| rate | server | p50 / p99 | deliveries/s | published | delivered | per connection after traffic |")
+print("| rate | server | p50 / p99 | deliveries/s | published | delivered | per connection: subscribed / after traffic / after close |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 print("\n".join(table))
 json.dump(rows, open(f"{out}/compare.json", "w"), indent=1)

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 use fantasy_cache::Cache;
 use fantasy_http::Client;
 use futures::{SinkExt as _, StreamExt as _};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
-use crate::hub::{Conn, Frame, Hub};
+use crate::hub::{Conn, Frame, Hub, Inbox};
 use crate::protocol::{self, Channel, ClientOp, OpError};
 use crate::ws::{self, Socket};
 
@@ -34,6 +33,9 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 pub struct ConnMetrics {
     bytes_out: metrics::Counter,
     latency: metrics::Histogram,
+    /// The hub's receipt of a message to its frame's write (hub, queue,
+    /// socket).
+    fanout_stage: metrics::Histogram,
     recovered: metrics::Counter,
     not_recovered: metrics::Counter,
 }
@@ -43,6 +45,7 @@ impl ConnMetrics {
         Self {
             bytes_out: metrics::counter!("fanout_bytes_out_total"),
             latency: metrics::histogram!("fanout_e2e_latency_seconds"),
+            fanout_stage: metrics::histogram!("fanout_stage_seconds", "stage" => "fanout"),
             recovered: metrics::counter!("fanout_recovery_total", "result" => "hit"),
             not_recovered: metrics::counter!("fanout_recovery_total", "result" => "miss"),
         }
@@ -142,7 +145,7 @@ async fn write<B: AsRef<[u8]>>(
 }
 
 impl Session<'_> {
-    async fn serve(&mut self, mut rx: mpsc::Receiver<Frame>) -> Exit {
+    async fn serve(&mut self, rx: Inbox) -> Exit {
         let limits = self.ctx.limits.clone();
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + limits.ping_interval,
@@ -165,8 +168,7 @@ impl Session<'_> {
                     return Exit::Close(code, reason);
                 }
                 frame = rx.recv() => {
-                    let Some(frame) = frame else { return Exit::Gone };
-                    if let Err(exit) = self.write_burst(frame, &mut rx).await {
+                    if let Err(exit) = self.write_burst(frame, &rx).await {
                         return exit;
                     }
                 }
@@ -213,20 +215,17 @@ impl Session<'_> {
 
     /// Writes `first` and whatever else is queued (up to a batch) in as few
     /// system calls as the socket takes.
-    async fn write_burst(
-        &mut self,
-        first: Frame,
-        rx: &mut mpsc::Receiver<Frame>,
-    ) -> Result<(), Exit> {
+    async fn write_burst(&mut self, first: Frame, rx: &Inbox) -> Result<(), Exit> {
         let mut burst = Vec::with_capacity((rx.len() + 1).min(WRITE_BATCH));
         burst.push(first);
         while burst.len() < WRITE_BATCH {
             match rx.try_recv() {
-                Ok(frame) => burst.push(frame),
-                Err(_) => break,
+                Some(frame) => burst.push(frame),
+                None => break,
             }
         }
         let mut bytes = 0u64;
+        let mut sampled = Vec::new();
         for frame in &burst {
             bytes += frame.wire.len() as u64;
             self.written += 1;
@@ -234,14 +233,23 @@ impl Session<'_> {
             // 17th, ...): histograms keep samples until scraped, and a
             // busy process writes 10^5 frames/s.
             if frame.produced_us > 0 && self.written % 16 == 1 {
-                let now = chrono::Utc::now().timestamp_micros();
-                self.ctx
-                    .metrics
-                    .latency
-                    .record((now - frame.produced_us).max(0) as f64 / 1e6);
+                sampled.push(frame.clone());
             }
         }
         write(&mut self.socket, &burst, WRITE_TIMEOUT).await?;
+        // Sampled once written: the stages end when the socket has the bytes.
+        if !sampled.is_empty() {
+            let now = chrono::Utc::now().timestamp_micros();
+            let metrics = &self.ctx.metrics;
+            for frame in sampled {
+                metrics
+                    .latency
+                    .record((now - frame.produced_us).max(0) as f64 / 1e6);
+                metrics
+                    .fanout_stage
+                    .record(frame.received.elapsed().as_secs_f64());
+            }
+        }
         self.ctx.metrics.bytes_out.increment(bytes);
         Ok(())
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fantasy_kafka::TailRecord;
 use fantasy_messages::{ExperimentStanding, ModelMetrics, Prediction};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::Limits;
@@ -37,7 +37,7 @@ pub struct FrameData {
     /// When the prediction was made (µs since the epoch), for the
     /// end-to-end latency metric; 0 for frames that are not predictions.
     pub produced_us: i64,
-    received: Instant,
+    pub received: Instant,
 }
 
 impl std::ops::Deref for Frame {
@@ -83,12 +83,33 @@ impl Frame {
 #[derive(Debug)]
 pub struct Conn {
     pub id: u64,
-    tx: mpsc::Sender<Frame>,
+    /// Frames on their way to the client, at most `CLIENT_QUEUE`. A deque
+    /// under a lock and a [`Notify`]: about a hundred bytes a connection
+    /// (tokio's mpsc channel takes about a kilobyte: cache-padded halves
+    /// and a block of 32 slots).
+    queue: Mutex<VecDeque<Frame>>,
+    bound: usize,
+    ready: Notify,
     kick: Mutex<Option<(u16, &'static str)>>,
     pub kicked: Notify,
 }
 
+/// The full queue's frame, not queued.
+struct Full;
+
 impl Conn {
+    fn push(&self, frame: Frame) -> Result<(), Full> {
+        {
+            let mut q = lock(&self.queue);
+            if q.len() >= self.bound {
+                return Err(Full);
+            }
+            q.push_back(frame);
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
     /// Asks the connection to close with `code` and `reason` (the first
     /// request wins).
     pub fn kick(&self, code: u16, reason: &'static str) {
@@ -103,6 +124,45 @@ impl Conn {
     /// Why the connection was asked to close.
     pub fn kick_reason(&self) -> Option<(u16, &'static str)> {
         self.kick.lock().ok().and_then(|k| *k)
+    }
+}
+
+/// The connection task's end of its queue.
+#[derive(Debug)]
+pub struct Inbox(Arc<Conn>);
+
+impl Inbox {
+    /// The next frame, if one is queued.
+    pub fn try_recv(&self) -> Option<Frame> {
+        let mut q = lock(&self.0.queue);
+        let frame = q.pop_front();
+        // A slow client's backlog grew the deque; once drained it gives the
+        // room back instead of keeping its peak.
+        if q.is_empty() && q.capacity() > 64 {
+            q.shrink_to(8);
+        }
+        frame
+    }
+
+    /// Frames queued now.
+    pub fn len(&self) -> usize {
+        lock(&self.0.queue).len()
+    }
+
+    /// Whether no frame is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next frame, once one is queued. Cancel-safe: a frame leaves the
+    /// queue only when this returns it.
+    pub async fn recv(&self) -> Frame {
+        loop {
+            if let Some(frame) = self.try_recv() {
+                return frame;
+            }
+            self.0.ready.notified().await;
+        }
     }
 }
 
@@ -142,6 +202,8 @@ struct HubMetrics {
     undecodable: metrics::Counter,
     repeated: metrics::Counter,
     subscriptions: metrics::Gauge,
+    /// `predicted_at` to the hub (the Kafka hop: produce, replicate, fetch).
+    kafka_stage: metrics::Histogram,
 }
 
 /// A game's latest prediction, as the hub last published it: what a
@@ -226,20 +288,22 @@ impl Hub {
                 undecodable: metrics::counter!("fanout_undecodable_total"),
                 repeated: metrics::counter!("fanout_repeated_total"),
                 subscriptions: metrics::gauge!("fanout_subscriptions"),
+                kafka_stage: metrics::histogram!("fanout_stage_seconds", "stage" => "kafka"),
             },
         }
     }
 
     /// A new connection with a queue of `CLIENT_QUEUE` frames.
-    pub fn connect(&self) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
-        let (tx, rx) = mpsc::channel(self.limits.client_queue);
+    pub fn connect(&self) -> (Arc<Conn>, Inbox) {
         let conn = Arc::new(Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            tx,
+            queue: Mutex::new(VecDeque::new()),
+            bound: self.limits.client_queue,
+            ready: Notify::new(),
             kick: Mutex::new(None),
             kicked: Notify::new(),
         });
-        (conn, rx)
+        (Arc::clone(&conn), Inbox(conn))
     }
 
     fn channel(&self, ch: &Channel) -> Arc<Mutex<ChannelState>> {
@@ -280,6 +344,9 @@ impl Hub {
             .event_produced_at
             .map_or(produced_us, |t| t.timestamp_micros());
         let received = Instant::now();
+        self.metrics
+            .kafka_stage
+            .record((chrono::Utc::now().timestamp_micros() - produced_us).max(0) as f64 / 1e6);
         // Held until the position has advanced: a subscriber (which takes
         // this lock first) sees either none of this record's frames and the
         // position before it, or all of them and the position after it.
@@ -373,14 +440,13 @@ impl Hub {
             {
                 continue;
             }
-            match sub.conn.tx.try_send(frame.clone()) {
+            match sub.conn.push(frame.clone()) {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(Full) => {
                     sub.conn.kick(4001, "slow client: too many frames waiting");
                     self.metrics.slow.increment(1);
                     kicked.push(*id);
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => kicked.push(*id),
             }
         }
         for id in kicked {
@@ -588,7 +654,7 @@ mod tests {
     #[test]
     fn a_redelivered_prediction_is_passed_over_and_new_ones_go_out() {
         let hub = Hub::new(Limits::default(), &[0]);
-        let (conn, mut rx) = hub.connect();
+        let (conn, rx) = hub.connect();
         hub.subscribe(&conn, &Channel::All, None);
         let published = [
             event("g1", 1, "v1"),
@@ -603,7 +669,7 @@ mod tests {
             hub.publish(&record(0, offset as i64, p));
         }
         let mut got = Vec::new();
-        while let Ok(frame) = rx.try_recv() {
+        while let Some(frame) = rx.try_recv() {
             got.push(frame.offset);
         }
         assert_eq!(got, [0, 1, 5, 6]);
@@ -645,9 +711,9 @@ mod tests {
         }
         publisher.join().unwrap();
         assert!(subscribers.len() > 10, "too few subscribed mid-publish");
-        for (_, mut rx, told) in subscribers {
+        for (_, rx, told) in subscribers {
             let mut expected = told + 1;
-            while let Ok(frame) = rx.try_recv() {
+            while let Some(frame) = rx.try_recv() {
                 assert_eq!(frame.offset, expected, "told position {told}");
                 expected += 1;
             }
@@ -676,7 +742,7 @@ mod tests {
     fn metrics_and_experiment_standings_go_out_on_the_metrics_channel() {
         use fantasy_messages::testing::{experiment_standing, model_metrics};
         let hub = Hub::new(Limits::default(), &[0]);
-        let (conn, mut rx) = hub.connect();
+        let (conn, rx) = hub.connect();
         hub.subscribe(&conn, &Channel::Metrics, None);
         let records = [
             fantasy_messages::encode(&model_metrics("v1")).unwrap(),
@@ -708,7 +774,7 @@ mod tests {
             ("experiment".to_owned(), 200),
         ];
         let mut live = Vec::new();
-        while let Ok(frame) = rx.try_recv() {
+        while let Some(frame) = rx.try_recv() {
             live.push(frame);
         }
         assert_eq!(frames(live), expected);

@@ -4,9 +4,11 @@
 //! through a [`fantasy_kafka::TailReader`], so a message's Kafka position is
 //! its sequence on every replica and a client can resume on any of them.
 //! The [`hub::Hub`] routes each message to its channels (`game:<id>`,
-//! `sport:<sport>`, `all`), serialises it once per channel and shares those
-//! bytes with every subscriber's bounded queue; a full queue closes that
-//! client (4001), never slows the others. Each channel keeps a bounded
+//! `sport:<sport>`, `all`), encodes it once per channel into a WebSocket
+//! frame and shares those bytes with every subscriber's bounded queue; each
+//! connection writes its queue's frames to its socket as they are
+//! ([`ws`]). A full queue closes that client (4001), never slows the
+//! others. Each channel keeps a bounded
 //! history, refilled from Kafka at start-up, for clients that reconnect with
 //! the positions they saw. `GET /` serves a live dashboard.
 //! The protocol is in `PROTOCOL.md`.

@@ -25,6 +25,11 @@ pub const METRICS: &[MetricDef] = &[
         "Time from a prediction's predicted_at to its frame being written to a socket (one frame in 16 per connection)",
     )
     .unit(Unit::Seconds),
+    MetricDef::histogram(
+        "fanout_stage_seconds",
+        "Where a prediction's time goes, by stage: kafka (predicted_at to the hub's receipt, every message), fanout (the hub's receipt to the frame written to a socket: routing, the client's queue, the write; sampled as the e2e latency)",
+    )
+    .unit(Unit::Seconds),
     MetricDef::counter(
         "fanout_recovery_total",
         "Subscriptions that asked to resume from positions, by result (hit: the history covered them, miss: it did not)",

@@ -294,8 +294,11 @@ async fn metrics_count_connections_subscriptions_and_deliveries() {
         "fanout_messages_in_total",
         "fanout_messages_out_total",
         "fanout_bytes_out_total",
-        // The first frame of each connection is a latency sample.
+        // The first frame of each connection is a latency sample, and
+        // one of the fanout stage; the Kafka stage counts every message.
         "fanout_e2e_latency_seconds_count",
+        "fanout_stage_seconds_count{stage=\"fanout\"}",
+        "fanout_stage_seconds_count{stage=\"kafka\"}",
     ];
     eventually(
         "the metrics to count the clients and their frames",
@@ -310,6 +313,8 @@ async fn metrics_count_connections_subscriptions_and_deliveries() {
                 messages_out,
                 bytes_out,
                 latencies,
+                fanout_stage,
+                kafka_stage,
             ] = moved;
             let counted = (
                 connections,
@@ -317,7 +322,9 @@ async fn metrics_count_connections_subscriptions_and_deliveries() {
                 messages_in,
                 messages_out,
                 latencies,
-            ) == (2.0, 3.0, 2.0, 4.0, 2.0)
+                fanout_stage,
+                kafka_stage,
+            ) == (2.0, 3.0, 2.0, 4.0, 2.0, 2.0, 2.0)
                 && bytes_out > 400.0;
             if counted { Ok(()) } else { Err(moved) }
         },
