@@ -218,10 +218,23 @@ deliver_run() {
   # And once they have gone: what the process keeps of its peak.
   sleep 2
   rss3=$(rss_kib "$pid")
+  : >"$out/deliver-$tag-metrics.txt"
+  if [ "$server" = ours ]; then
+    curl -fs "http://127.0.0.1:$port/metrics" >"$out/deliver-$tag-metrics.txt" || true
+  fi
   python3 - "$out" "$tag" "$server" "$RATE" "$DURATION" "$BURST" "$rss0" "$rss1" "$rss2" "$rss3" <<'PY'
-import json, sys
+import json, re, sys
 out, tag, server, rate, duration, burst = sys.argv[1:7]
 rss0, rss1, rss2, rss3 = map(int, sys.argv[7:11])
+# Where our time goes, from the fanout's own histograms: the mean of each
+# stage (kafka: predicted_at to the hub; fanout: the hub to the socket).
+stages = {}
+text = open(f"{out}/deliver-{tag}-metrics.txt").read()
+for stage in ("kafka", "fanout"):
+    sums = re.search(r'^fanout_stage_seconds_sum\{stage="%s"\} (\S+)' % stage, text, re.M)
+    counts = re.search(r'^fanout_stage_seconds_count\{stage="%s"\} (\S+)' % stage, text, re.M)
+    if sums and counts and float(counts.group(1)) > 0:
+        stages[stage] = round(float(sums.group(1)) / float(counts.group(1)) * 1000, 1)
 c = json.load(open(f"{out}/deliver-{tag}-clients.json"))
 p = json.load(open(f"{out}/deliver-{tag}-publish.json"))
 res = {
@@ -238,6 +251,7 @@ res = {
     "latency_ms": c["latency_ms"],
     "closes": c["closes"],
     "open_at_end": c["open_at_end"],
+    "stage_mean_ms": stages,
     "rss_kib": {"before": rss0, "subscribed": rss1, "after_traffic": rss2, "after_close": rss3},
     "bytes_per_connection": {
         "subscribed": round((rss1 - rss0) * 1024 / max(c["subscribed"], 1)),
@@ -250,7 +264,7 @@ print(json.dumps(res))
 json.dump(res, open(f"{out}/deliver-{tag}.json", "w"))
 PY
   if [ "$server" = ours ]; then
-    curl -fs "http://127.0.0.1:$port/metrics" | grep -E '^fanout_(e2e_latency_seconds|slow_closes_total|messages_(in|out)_total)' || true
+    grep -E '^fanout_(slow_closes_total|messages_(in|out)_total)' "$out/deliver-$tag-metrics.txt" || true
     stop_all_fanouts
   else
     kill "$PEER_PID"; wait "$PEER_PID" 2>/dev/null || true
@@ -303,6 +317,7 @@ for rate in rates:
             "bytes_per_connection_after_traffic": med(r["bytes_per_connection"]["after_traffic"] for r in rs),
             "bytes_per_connection_after_close": med(r["bytes_per_connection"]["after_close"] for r in rs),
             "open_at_end": min(r["open_at_end"] for r in rs),
+            "stage_mean_ms": {k: med(r["stage_mean_ms"][k] for r in rs) for k in rs[0].get("stage_mean_ms", {})},
         }
         rows.append(row)
         table.append(
@@ -315,6 +330,9 @@ for rate in rates:
 print("| rate | server | p50 / p99 | deliveries/s | published | delivered | per connection: subscribed / after traffic / after close |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 print("\n".join(table))
+for row in rows:
+    if row["stage_mean_ms"]:
+        print(f"{row['rate']:g}/s {row['server']}: mean ms per stage {row['stage_mean_ms']}")
 json.dump(rows, open(f"{out}/compare.json", "w"), indent=1)
 PY
 }

@@ -73,8 +73,8 @@ enum Exit {
     Gone,
 }
 
-struct Session<'a> {
-    ctx: &'a Context,
+struct Session {
+    ctx: Arc<Context>,
     client: Client,
     conn: Arc<Conn>,
     socket: Socket,
@@ -84,23 +84,22 @@ struct Session<'a> {
 
 /// Runs a connection until the client leaves, is kicked, or the server
 /// stops; always unsubscribes it everywhere on the way out.
-pub async fn run(socket: Socket, client: Client, ctx: Arc<Context>) {
+///
+/// Not an `async fn`: its arguments would be kept in the task beside the
+/// session made of them. Every byte of a connection's task counts ten
+/// thousand times, so the rarely taken paths (requests, the close) are
+/// boxed while they run, too.
+pub fn run(socket: Socket, client: Client, ctx: Arc<Context>) -> impl Future<Output = ()> + Send {
     let (conn, rx) = ctx.hub.connect();
-    let mut s = Session {
-        ctx: &ctx,
+    let session = Session {
+        ctx,
         client,
         conn,
         socket,
         subs: BTreeSet::new(),
         written: 0,
     };
-    let exit = s.serve(rx).await;
-    for ch in &s.subs {
-        ctx.hub.unsubscribe(s.conn.id, ch);
-    }
-    if let Exit::Close(code, reason) = exit {
-        close(&mut s.socket, code, reason).await;
-    }
+    session.run(rx)
 }
 
 /// The closing handshake: send the close frame (behind what is already on
@@ -144,13 +143,22 @@ async fn write<B: AsRef<[u8]>>(
     }
 }
 
-impl Session<'_> {
+impl Session {
+    async fn run(mut self, rx: Inbox) {
+        let exit = self.serve(rx).await;
+        for ch in &self.subs {
+            self.ctx.hub.unsubscribe(self.conn.id, ch);
+        }
+        if let Exit::Close(code, reason) = exit {
+            Box::pin(close(&mut self.socket, code, reason)).await;
+        }
+    }
+
     async fn serve(&mut self, rx: Inbox) -> Exit {
-        let limits = self.ctx.limits.clone();
-        let mut ping = tokio::time::interval_at(
-            tokio::time::Instant::now() + limits.ping_interval,
-            limits.ping_interval,
-        );
+        let (ping_interval, idle_timeout) =
+            (self.ctx.limits.ping_interval, self.ctx.limits.idle_timeout);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
         let mut last_heard = Instant::now();
         // Made once, not per loop turn: a fresh `cancelled()` would register
         // with the token shared by every connection (one lock for all) on
@@ -183,7 +191,7 @@ impl Session<'_> {
                             return if too_big { Exit::Close(1009, "frame too large") } else { Exit::Gone };
                         }
                         Some(Ok(Message::Text(text))) => {
-                            if let Err(exit) = self.handle_op(&text).await {
+                            if let Err(exit) = Box::pin(self.handle_op(&text)).await {
                                 return exit;
                             }
                         }
@@ -198,7 +206,7 @@ impl Session<'_> {
                     }
                 }
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > limits.idle_timeout {
+                    if last_heard.elapsed() > idle_timeout {
                         return Exit::Close(4002, "idle: no pong within IDLE_TIMEOUT");
                     }
                     if let Err(exit) = write(&mut self.socket, &[ws::ping()], WRITE_TIMEOUT).await {
@@ -391,7 +399,7 @@ impl Session<'_> {
             }
             Some(false) => {
                 self.ctx.metrics.not_recovered.increment(1);
-                let snapshot = snapshot(self.ctx, &ch, name).await;
+                let snapshot = snapshot(&self.ctx, &ch, name).await;
                 self.send(snapshot).await?;
             }
             None => {

@@ -96,10 +96,11 @@ async fn stream(
     let ctx = Arc::clone(&app.ctx);
     let tracker = app.tracker.clone();
     // tungstenite reads (a small buffer: most connections are idle most of
-    // the time, and a client's own frames are tiny) and writes only its
-    // answers to pings, at once; our frames go out as bytes (see `ws`).
+    // the time, and a client's own frames are tiny; a larger one takes more
+    // reads) and writes only its answers to pings, at once; our frames go
+    // out as bytes (see `ws`).
     let config = WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(64 * 1024)
         .max_message_size(Some(limits.max_frame_bytes))
