@@ -245,6 +245,9 @@ pub struct Hub {
     limits: Limits,
     next_id: AtomicU64,
     metrics: HubMetrics,
+    /// Per partition, the first offset read live (before it: the history
+    /// refill, whose age is not the Kafka hop's).
+    live_from: Vec<i64>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -290,7 +293,16 @@ impl Hub {
                 subscriptions: metrics::gauge!("fanout_subscriptions"),
                 kafka_stage: metrics::histogram!("fanout_stage_seconds", "stage" => "kafka"),
             },
+            live_from: Vec::new(),
         }
+    }
+
+    /// Records before `ends` (per partition, where the topic ended when the
+    /// reader opened) refill the history: the Kafka stage leaves them out.
+    #[must_use]
+    pub fn live_from(mut self, ends: &[i64]) -> Self {
+        self.live_from = ends.to_vec();
+        self
     }
 
     /// A new connection with a queue of `CLIENT_QUEUE` frames.
@@ -344,9 +356,15 @@ impl Hub {
             .event_produced_at
             .map_or(produced_us, |t| t.timestamp_micros());
         let received = Instant::now();
-        self.metrics
-            .kafka_stage
-            .record((chrono::Utc::now().timestamp_micros() - produced_us).max(0) as f64 / 1e6);
+        let live = usize::try_from(record.partition)
+            .ok()
+            .and_then(|p| self.live_from.get(p))
+            .is_none_or(|end| record.offset >= *end);
+        if live {
+            self.metrics
+                .kafka_stage
+                .record((chrono::Utc::now().timestamp_micros() - produced_us).max(0) as f64 / 1e6);
+        }
         // Held until the position has advanced: a subscriber (which takes
         // this lock first) sees either none of this record's frames and the
         // position before it, or all of them and the position after it.

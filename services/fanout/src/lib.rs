@@ -146,7 +146,8 @@ pub async fn run(
         TailReader::open(&cfg.kafka, &topics.metrics, TailStart::LastPerPartition(20))
             .await
             .with_context(|| format!("reading {}", topics.metrics))?;
-    let hub = Arc::new(Hub::new(cfg.limits.clone(), predictions.starts()));
+    let hub =
+        Arc::new(Hub::new(cfg.limits.clone(), predictions.starts()).live_from(predictions.ends()));
     let caught_up = Arc::new(AtomicBool::new(predictions.starts() == predictions.ends()));
 
     // The shutdown's order: stop accepting and close every WebSocket with
