@@ -810,7 +810,7 @@ impl<M: Decode> Consumer<M> {
                         // polling: a member that stops polling holds up
                         // every rebalance of its group until
                         // max.poll.interval.ms (five minutes) drops it.
-                        self.pause_held();
+                        self.pause_held(true);
                     }
                     if let Some(why) = e.downcast_ref::<NotYet>() {
                         if summary.held == 0 {
@@ -856,33 +856,24 @@ impl<M: Decode> Consumer<M> {
         };
         if failed {
             probe.set_failing(false);
-            self.resume_held();
+            self.pause_held(false);
         }
         Ok(handled)
     }
 
-    /// Pauses fetching on every partition held now.
-    fn pause_held(&self) {
-        match self.inner.assignment() {
-            Ok(held) => {
-                if let Err(e) = self.inner.pause(&held) {
-                    warn!(group = %self.opts.group_id, error = %e, "cannot pause the partitions of a failing batch");
-                }
+    /// Pauses (or resumes) fetching on every partition held now. Resuming
+    /// covers partitions a rebalance during the pause may have left paused.
+    fn pause_held(&self, pause: bool) {
+        let done = self.inner.assignment().and_then(|held| {
+            if pause {
+                self.inner.pause(&held)
+            } else {
+                self.inner.resume(&held)
             }
-            Err(e) => warn!(group = %self.opts.group_id, error = %e, "cannot read the assignment"),
-        }
-    }
-
-    /// Resumes fetching on every partition held now (a rebalance during the
-    /// pause may have kept some of them paused).
-    fn resume_held(&self) {
-        match self.inner.assignment() {
-            Ok(held) => {
-                if let Err(e) = self.inner.resume(&held) {
-                    warn!(group = %self.opts.group_id, error = %e, "cannot resume fetching after a failing batch");
-                }
-            }
-            Err(e) => warn!(group = %self.opts.group_id, error = %e, "cannot read the assignment"),
+        });
+        if let Err(e) = done {
+            let what = if pause { "pause" } else { "resume" };
+            warn!(group = %self.opts.group_id, error = %e, "cannot {what} the partitions of a failing batch");
         }
     }
 }
