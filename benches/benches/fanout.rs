@@ -61,8 +61,8 @@ fn publish(c: &mut Criterion) {
                     let t = Instant::now();
                     hub.publish(&rec);
                     spent += t.elapsed();
-                    for (_, rx) in &mut queues {
-                        while rx.try_recv().is_ok() {}
+                    for (_, rx) in &queues {
+                        while rx.try_recv().is_some() {}
                     }
                 }
                 spent
