@@ -224,14 +224,9 @@ impl Session {
     /// Writes `first` and whatever else is queued (up to a batch) in as few
     /// system calls as the socket takes.
     async fn write_burst(&mut self, first: Frame, rx: &Inbox) -> Result<(), Exit> {
-        let mut burst = Vec::with_capacity((rx.len() + 1).min(WRITE_BATCH));
+        let mut burst = Vec::with_capacity(8);
         burst.push(first);
-        while burst.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Some(frame) => burst.push(frame),
-                None => break,
-            }
-        }
+        rx.drain_into(&mut burst, WRITE_BATCH);
         let mut bytes = 0u64;
         let mut sampled = Vec::new();
         for frame in &burst {

@@ -54,6 +54,7 @@ impl AsRef<[u8]> for Frame {
     }
 }
 
+#[cfg(test)]
 impl FrameData {
     /// The message the frame carries.
     pub fn text(&self) -> &str {
@@ -62,7 +63,7 @@ impl FrameData {
             127 => 10,
             _ => 2,
         };
-        std::str::from_utf8(&self.wire[at..]).unwrap_or_default()
+        std::str::from_utf8(&self.wire[at..]).expect("a text frame")
     }
 }
 
@@ -134,24 +135,20 @@ pub struct Inbox(Arc<Conn>);
 impl Inbox {
     /// The next frame, if one is queued.
     pub fn try_recv(&self) -> Option<Frame> {
+        lock(&self.0.queue).pop_front()
+    }
+
+    /// Moves queued frames into `burst` until it holds `max`, under one
+    /// lock.
+    pub fn drain_into(&self, burst: &mut Vec<Frame>, max: usize) {
         let mut q = lock(&self.0.queue);
-        let frame = q.pop_front();
+        let n = q.len().min(max.saturating_sub(burst.len()));
+        burst.extend(q.drain(..n));
         // A slow client's backlog grew the deque; once drained it gives the
         // room back instead of keeping its peak.
         if q.is_empty() && q.capacity() > 64 {
             q.shrink_to(8);
         }
-        frame
-    }
-
-    /// Frames queued now.
-    pub fn len(&self) -> usize {
-        lock(&self.0.queue).len()
-    }
-
-    /// Whether no frame is queued.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The next frame, once one is queued. Cancel-safe: a frame leaves the
@@ -305,6 +302,14 @@ impl Hub {
         self
     }
 
+    /// Whether a record was read live, not as part of the refill.
+    fn is_live(&self, partition: i32, offset: i64) -> bool {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.live_from.get(p))
+            .is_none_or(|end| offset >= *end)
+    }
+
     /// A new connection with a queue of `CLIENT_QUEUE` frames.
     pub fn connect(&self) -> (Arc<Conn>, Inbox) {
         let conn = Arc::new(Conn {
@@ -356,11 +361,7 @@ impl Hub {
             .event_produced_at
             .map_or(produced_us, |t| t.timestamp_micros());
         let received = Instant::now();
-        let live = usize::try_from(record.partition)
-            .ok()
-            .and_then(|p| self.live_from.get(p))
-            .is_none_or(|end| record.offset >= *end);
-        if live {
+        if self.is_live(record.partition, record.offset) {
             self.metrics
                 .kafka_stage
                 .record((chrono::Utc::now().timestamp_micros() - produced_us).max(0) as f64 / 1e6);
@@ -798,5 +799,54 @@ mod tests {
         assert_eq!(frames(live), expected);
         let later = hub.subscribe(&hub.connect().0, &Channel::Metrics, None);
         assert_eq!(frames(later.replay), expected);
+    }
+
+    #[test]
+    fn a_queue_holds_its_bound_drains_in_order_and_gives_back_a_backlog() {
+        let limits = Limits {
+            client_queue: 200,
+            ..Limits::default()
+        };
+        let hub = Hub::new(limits, &[0]);
+        let (conn, rx) = hub.connect();
+        let frame = |i: i64| {
+            Frame(Arc::new(FrameData {
+                wire: crate::ws::text("{}"),
+                partition: 0,
+                offset: i,
+                produced_us: 0,
+                received: Instant::now(),
+            }))
+        };
+        for i in 0..200 {
+            assert!(conn.push(frame(i)).is_ok());
+        }
+        assert!(conn.push(frame(200)).is_err(), "past CLIENT_QUEUE");
+        let mut offsets = Vec::new();
+        let mut burst = Vec::new();
+        loop {
+            burst.clear();
+            rx.drain_into(&mut burst, 64);
+            if burst.is_empty() {
+                break;
+            }
+            assert!(burst.len() <= 64);
+            offsets.extend(burst.iter().map(|f| f.offset));
+        }
+        assert_eq!(offsets, (0..200).collect::<Vec<_>>());
+        assert!(
+            lock(&conn.queue).capacity() <= 64,
+            "the backlog's room is kept"
+        );
+    }
+
+    #[test]
+    fn the_refill_is_not_the_live_stream() {
+        let hub = Hub::new(Limits::default(), &[0, 0]).live_from(&[10, 0]);
+        assert!(!hub.is_live(0, 9), "before the end at open: refill");
+        assert!(hub.is_live(0, 10));
+        assert!(hub.is_live(1, 0), "an empty partition at open");
+        assert!(hub.is_live(2, 0), "a partition the reader did not know");
+        assert!(Hub::new(Limits::default(), &[0]).is_live(0, 0));
     }
 }
