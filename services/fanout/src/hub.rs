@@ -54,19 +54,6 @@ impl AsRef<[u8]> for Frame {
     }
 }
 
-#[cfg(test)]
-impl FrameData {
-    /// The message the frame carries.
-    pub fn text(&self) -> &str {
-        let at = match self.wire[1] & 0x7F {
-            126 => 4,
-            127 => 10,
-            _ => 2,
-        };
-        std::str::from_utf8(&self.wire[at..]).expect("a text frame")
-    }
-}
-
 impl Frame {
     /// A frame outside the position sequence (metrics, ...).
     pub fn control(text: &Utf8Bytes) -> Self {
@@ -643,6 +630,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    impl FrameData {
+        /// The message the frame carries.
+        fn text(&self) -> &str {
+            let at = match self.wire[1] & 0x7F {
+                126 => 4,
+                127 => 10,
+                _ => 2,
+            };
+            std::str::from_utf8(&self.wire[at..]).expect("a text frame")
+        }
+    }
     use fantasy_kafka::TailRecord;
     use fantasy_messages::testing::prediction;
 
